@@ -1,0 +1,1 @@
+"""Taggers: the models that turn decoded photos into tags, embeddings and captions."""

@@ -1,0 +1,101 @@
+"""The tagger contract: what every model (built-in, RAM, RAM++, Tag2Text, plugin) provides.
+
+A tagger is used in two steps so that the expensive parts can run in different places:
+
+* :meth:`Tagger.prepare` turns one decoded photo (a Pillow RGB image, EXIF orientation already
+  applied) into whatever the model needs (usually a CHW float tensor). It runs in the decode
+  worker pool, many photos at once, and must be thread-safe and free of model state.
+* :meth:`Tagger.predict` takes a list of prepared inputs and returns one :class:`Prediction`
+  per input. It runs in the single inference thread that owns the model.
+
+Models are loaded lazily on the first :meth:`predict` call, so constructing a tagger is cheap.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class TagScore:
+    """One tag given to a photo by a model."""
+
+    name: str  #: canonical English name (stripped), unique within the tagger's vocabulary
+    score: float  #: model confidence in [0, 1]
+    name_zh: str | None = None  #: Chinese name (stripped), when the model has one
+
+
+@dataclass
+class Prediction:
+    """What a tagger says about one photo."""
+
+    tags: list[TagScore]  #: tags that passed the tagger's thresholds (ancestors included if any)
+    embedding: np.ndarray | None = None  #: float32, 1-D, L2-normalised; None if the model has none
+    caption: str | None = None  #: one-sentence caption, for captioning models
+    scores: np.ndarray | None = None  #: optional float32 score of every class (for calibration)
+
+
+class TaggerError(Exception):
+    """A tagger could not be built or loaded (missing files, wrong checkpoint, …)."""
+
+
+class Tagger(abc.ABC):
+    """Base class of every tagger."""
+
+    #: registry name the user types (``builtin``, ``ram_plus``, a model pack name, …)
+    name: str = ""
+    #: identifies the architecture + vocabulary, e.g. ``builtin/efficientnet-lite0``
+    model_id: str = ""
+    #: dimension of :attr:`Prediction.embedding`, or None
+    embedding_dim: int | None = None
+    #: preferred batch size on the current device
+    batch_size: int = 8
+
+    @property
+    @abc.abstractmethod
+    def weights_sha256(self) -> str:
+        """sha256 of the weights file(s) in use; recorded with each model run."""
+
+    def settings(self) -> dict[str, Any]:
+        """Settings that influence the output (thresholds, precision, …); recorded per model run."""
+        return {}
+
+    def tag_parents(self) -> Mapping[str, str]:
+        """child tag name → parent tag name, for tag hierarchies (empty when flat)."""
+        return {}
+
+    def tag_names_zh(self) -> Mapping[str, str]:
+        """English tag name → Chinese name, when the model has Chinese names."""
+        return {}
+
+    def vocabulary(self) -> Sequence[str]:
+        """All tag names this tagger can give (class order when the model has classes)."""
+        return []
+
+    @abc.abstractmethod
+    def prepare(self, image: Image.Image) -> Any:
+        """Turn one decoded RGB photo into model input. Thread-safe, no model state."""
+
+    @abc.abstractmethod
+    def predict(self, batch: list[Any]) -> list[Prediction]:
+        """Run the model on prepared inputs; one Prediction per input, in order."""
+
+    def close(self) -> None:
+        """Free the model (it is loaded again on the next predict)."""
+
+
+@dataclass
+class TaggerInfo:
+    """A row of ``phototag models list``."""
+
+    name: str
+    model_id: str
+    kind: str  # "builtin" | "pack" | "plugin"
+    description: str = ""
+    is_default: bool = False
+    details: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Model architectures (timm style): tensors in, logits out. No files, no database."""
