@@ -1,1 +1,1 @@
-
+"""Finding photos on disk and reading them: walk, fingerprint, EXIF, decode."""

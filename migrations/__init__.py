@@ -1,0 +1,1 @@
+"""Alembic migrations of the phototag library database (installed as ``phototag_migrations``)."""

@@ -1,0 +1,3 @@
+from phototag.cli import main
+
+main()

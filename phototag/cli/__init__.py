@@ -1,0 +1,86 @@
+"""The ``phototag`` command line. One thin module per command: parse, call a service, render."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from phototag import __version__
+from phototag.config import ConfigError, load_settings, use_settings
+
+app = typer.Typer(
+    name="phototag",
+    help="Tag a photo library with thousands of tags (RAM/RAM++/Tag2Text, or the built-in model), "
+    "search it, and write the tags where photo apps read them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Each module defines register(app). The order is the order of `phototag --help`.
+COMMAND_MODULES = [
+    "scan", "search", "show", "tags", "db",
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"phototag {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    home: Optional[Path] = typer.Option(
+        None, "--home", envvar="PHOTOTAG_HOME", help="Library home (database, index, models, config.toml). "
+        "Default: the platform's user data dir, e.g. ~/.local/share/phototag.", show_default=False,
+    ),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    use_settings(load_settings(home))
+    ctx.ensure_object(dict)
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"phototag.cli.{_name}").register(app)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions whose message is meant for the user: shown without a traceback."""
+    from phototag.db.engine import DatabaseError
+    from phototag.ingest.decode import DecodeError
+    from phototag.library import LibraryError
+    from phototag.tagging.base import TaggerError
+
+    errors: list[type[BaseException]] = [ConfigError, DatabaseError, DecodeError, LibraryError, TaggerError]
+    for module, name in (("phototag.query", "QueryError"), ("phototag.tagging.weights", "CheckpointError"),
+                         ("phototag.plugins", "PluginError"), ("phototag.export", "ExportError")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if isinstance(exc, _user_errors()):
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+        raise

@@ -1,0 +1,81 @@
+"""phototag scan PATH...: tag every new or changed photo under PATH."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from phototag.cli.common import ListFormat, console, open_library, print_json
+from phototag.pipeline import Pipeline
+from phototag.tagging.registry import get_tagger
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(scan)
+
+
+def scan(
+    ctx: typer.Context,
+    paths: List[Path] = typer.Argument(..., help="Folders (or single photos) to scan.", show_default=False),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to tag with (default: the configured default; see `phototag models list`)."),
+    batch_size: int = typer.Option(0, help="Photos per model batch (0 = the model's preference)."),
+    workers: int = typer.Option(0, help="Decode threads (0 = number of CPUs)."),
+    fmt: ListFormat = typer.Option(ListFormat.table, "--format", help="Summary as a table or JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Tag every new or changed photo under PATH.
+
+    Unchanged photos are skipped (size + mtime, then content hash), so a re-scan does no model
+    work. A moved or renamed photo keeps its tags. Photos that vanished are marked missing, never
+    deleted. Unreadable files are recorded with the reason and the scan goes on.
+    """
+    lib = open_library(ctx)
+    tagger = get_tagger(lib.settings, model)
+    plugins_on_commit = _after_commit_hook(lib)
+    with Progress(
+        TextColumn("[bold]scanning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, disable=quiet or fmt == ListFormat.json, transient=False,
+    ) as bar:
+        task = bar.add_task("scan", total=None)
+
+        def progress(event: str, n: int) -> None:
+            if event == "total":
+                bar.update(task, total=n)
+            else:
+                bar.advance(task, n)
+
+        pipeline = Pipeline(lib, tagger, decode_workers=workers or None, batch_size=batch_size or None,
+                            progress=progress, on_commit=plugins_on_commit)
+        report = pipeline.scan(paths)
+    if fmt == ListFormat.json:
+        print_json(report.as_dict())
+        return
+    console.print(
+        f"[green]{report.new} new[/green], {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.moved} moved, [red]{report.failed} failed[/red], {report.missing} missing "
+        f"— {report.seconds:.1f}s ({tagger.name})"
+    )
+    for path, error in report.errors[:20]:
+        console.print(f"  [red]✗[/red] {path}: {error}")
+    if len(report.errors) > 20:
+        console.print(f"  … and {len(report.errors) - 20} more (phototag search status:error)")
+
+
+def _after_commit_hook(lib):
+    """Call the plugins' ``photos_tagged`` hook after each committed batch, if plugins exist."""
+    try:
+        from phototag.plugins import get_plugin_manager
+    except ImportError:
+        return None
+    pm = get_plugin_manager(lib.settings)
+    hook = getattr(pm.hook, "photos_tagged", None)
+    if hook is None:
+        return None
+
+    def on_commit(photo_ids: list[int]) -> None:
+        hook(library=lib, photo_ids=photo_ids)
+
+    return on_commit

@@ -1,0 +1,55 @@
+"""phototag search QUERY: find photos by tags, dates, camera, … (see docs/query.md)."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from phototag.cli.common import Format, open_library, out, paths_output, print_json
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(search)
+
+
+def search(
+    ctx: typer.Context,
+    query: List[str] = typer.Argument(None, help="Query terms, e.g.  cat ^dog taken:2019..2021 camera:fuji", show_default=False),
+    fmt: Format = typer.Option(Format.paths, "--format", "-f", help="paths (one per line), table, or json."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="At most this many results."),
+    print0: bool = typer.Option(False, "--print0", "-0", help="Separate paths with NUL (for xargs -0)."),
+) -> None:
+    """Find photos. Exits 1 when nothing matched (like grep).
+
+    Bare words are tags (all must match); ^word excludes; a lone , between terms means OR;
+    field:value filters (taken:2019..2021, camera:fuji, tag:animal/, tag:dog@0.8.., path:, iso:,
+    src:manual, caption:, untagged:true); sort with taken- / taken+. Plain-language search:
+    ~"dog on the beach"; similar photos: similar:PATH. Full reference: docs/query.md.
+    """
+    from phototag.query import parse_query, search as run_search
+    from phototag.search import default_resolvers
+
+    lib = open_library(ctx)
+    parsed = parse_query(list(query or []))
+    with lib.session() as session:
+        photos = run_search(session, parsed, limit=limit, resolvers=default_resolvers(lib))
+        if fmt == Format.paths:
+            paths_output((p.path for p in photos), print0)
+        elif fmt == Format.json:
+            print_json([
+                {"path": p.path, "id": p.id, "taken_at": p.taken_at.isoformat() if p.taken_at else None,
+                 "tags": [{"name": t["name"], "score": t["score"], "source": t["source"]}
+                          for t in lib.photo_tags(session, p.id)]}
+                for p in photos
+            ])
+        else:
+            table = Table("path", "taken", "camera", "tags")
+            for p in photos:
+                tags = ", ".join(t["name"] for t in lib.photo_tags(session, p.id)[:8])
+                table.add_row(p.path, p.taken_at.strftime("%Y-%m-%d %H:%M") if p.taken_at else "",
+                              p.camera_model or "", tags)
+            out.print(table)
+    if not photos:
+        raise typer.Exit(1)

@@ -1,0 +1,32 @@
+"""phototag tags: every tag in the library with its photo count."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from phototag.cli.common import ListFormat, open_library, out, print_json
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(tags)
+
+
+def tags(
+    ctx: typer.Context,
+    fmt: ListFormat = typer.Option(ListFormat.table, "--format", "-f", help="table or json."),
+    limit: int = typer.Option(0, "--limit", "-n", help="Only the N most used tags (0 = all)."),
+) -> None:
+    """List tags with how many photos carry them, most used first."""
+    lib = open_library(ctx)
+    with lib.session() as session:
+        rows = lib.tag_counts(session)
+    if limit:
+        rows = rows[:limit]
+    if fmt == ListFormat.json:
+        print_json(rows)
+        return
+    table = Table("tag", "中文", "parent", "photos")
+    for row in rows:
+        table.add_row(row["name"], row["name_zh"] or "", row["parent"] or "", str(row["count"]))
+    out.print(table)

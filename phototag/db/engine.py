@@ -1,0 +1,133 @@
+"""Opening the library database: engine, SQLite PRAGMAs, and Alembic upgrades with a backup first."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+import phototag_migrations
+
+
+class DatabaseError(Exception):
+    """The library database cannot be opened or upgraded."""
+
+
+def _alembic_config() -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(Path(phototag_migrations.__file__).parent))
+    return cfg
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def _on_connect(dbapi_conn: sqlite3.Connection, _record) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+    try:  # the query language's REGEXP etc.; absent while that package is being built
+        from phototag.query.compile import install_sqlite_functions
+    except ImportError:  # pragma: no cover
+        return
+    install_sqlite_functions(dbapi_conn)
+
+
+def make_engine(path: Path) -> Engine:
+    engine = create_engine(f"sqlite:///{path}", future=True)
+    event.listen(engine, "connect", _on_connect)
+    return engine
+
+
+@dataclass
+class Database:
+    path: Path
+    engine: Engine
+    sessionmaker: sessionmaker[Session]
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error."""
+        with self.sessionmaker() as session, session.begin():
+            yield session
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def pending_revisions(self) -> list[str]:
+        script = ScriptDirectory.from_config(_alembic_config())
+        current = self.current_revision()
+        return [rev.revision for rev in script.iterate_revisions(script.get_current_head(), current)][::-1]
+
+    def backup(self, label: str) -> Path:
+        """Copy the database (consistent snapshot via SQLite's backup API) beside itself."""
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.{label}-{stamp}.bak")
+        src = sqlite3.connect(self.path)
+        try:
+            dst = sqlite3.connect(target)
+            with dst:
+                src.backup(dst)
+            dst.close()
+        finally:
+            src.close()
+        return target
+
+    def upgrade(self, revision: str = "head") -> Path | None:
+        """Upgrade to ``revision``; back up first when the database already holds data.
+
+        Returns the backup path (None when nothing needed upgrading or the DB was new)."""
+        current = self.current_revision()
+        if current == head_revision() and revision == "head":
+            return None
+        backup_path = self.backup(f"pre-{current}") if current is not None else None
+        from alembic import command
+
+        cfg = _alembic_config()
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+        return backup_path
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_database(path: Path | str, upgrade: bool = True) -> Database:
+    """Open (creating if needed) the library database at ``path``.
+
+    With ``upgrade`` (the default) the schema is brought to the head revision, after a backup."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(f"cannot create {path.parent}: {exc}") from exc
+    engine = make_engine(path)
+    db = Database(path=path, engine=engine, sessionmaker=sessionmaker(engine, expire_on_commit=False))
+    try:
+        if upgrade:
+            db.upgrade()
+        else:
+            with engine.connect():
+                pass
+    except Exception as exc:  # sqlite3.DatabaseError: not a database, locked, …
+        engine.dispose()
+        if isinstance(exc, DatabaseError):
+            raise
+        raise DatabaseError(f"cannot open library database {path}: {exc}") from exc
+    return db

@@ -1,0 +1,379 @@
+"""The library's write API: every change to photos and tags goes through here.
+
+Rules it enforces:
+* a photo is identified by path and by content hash: a moved file keeps its row and tags;
+* a model run replaces only ``model`` tags; ``manual``/``imported`` tags are never touched, and a
+  tag the user removed (``tag_removals``) is not given back by a later run;
+* every tag row says where it came from (source, model run, score, time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+import numpy as np
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from phototag.config import Settings, get_settings
+from phototag.db.engine import Database, open_database
+from phototag.db.models import (
+    Caption,
+    Embedding,
+    ModelRun,
+    Photo,
+    PhotoStatus,
+    PhotoTag,
+    Tag,
+    TagRemoval,
+    TagSource,
+    WorkItem,
+    utcnow,
+)
+from phototag.tagging.base import Prediction, Tagger
+
+
+class LibraryError(Exception):
+    """A user-facing problem with the library (unknown photo, bad argument, …)."""
+
+
+@dataclass
+class PhotoFacts:
+    """What we know about a file before (or without) running a model."""
+
+    path: Path
+    root: Path | None
+    size: int
+    mtime: float
+    sha256: str
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    exif: Mapping[str, object] = field(default_factory=dict)
+
+
+class Library:
+    """A library home: its settings and its database."""
+
+    def __init__(self, settings: Settings | None = None, db: Database | None = None):
+        self.settings = settings or get_settings()
+        self.db = db or open_database(self.settings.db_path)
+        self._tag_ids: dict[str, int] = {}
+
+    @property
+    def engine(self):
+        return self.db.engine
+
+    def session(self) -> contextlib.AbstractContextManager[Session]:
+        return self.db.session()
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    # ---- lookups --------------------------------------------------------------------------
+    def photo_by_path(self, session: Session, path: Path | str) -> Photo | None:
+        return session.scalar(select(Photo).where(Photo.path == str(path)))
+
+    def resolve_photo(self, session: Session, ref: str) -> Photo:
+        """A photo from a path (absolute or relative to the cwd), a library id (``#12``) or a sha256 prefix."""
+        if ref.startswith("#") and ref[1:].isdigit():
+            photo = session.get(Photo, int(ref[1:]))
+        else:
+            photo = self.photo_by_path(session, Path(ref).expanduser().resolve())
+            if photo is None and len(ref) >= 8 and all(c in "0123456789abcdef" for c in ref.lower()):
+                photo = session.scalar(select(Photo).where(Photo.sha256.like(ref.lower() + "%")).limit(1))
+        if photo is None:
+            raise LibraryError(f"{ref}: not in the library (scan it first: phototag scan PATH)")
+        return photo
+
+    # ---- files ----------------------------------------------------------------------------
+    def upsert_photo(self, session: Session, facts: PhotoFacts) -> Photo:
+        """Create or refresh the row for a readable photo file (status ok)."""
+        photo = self.photo_by_path(session, facts.path)
+        if photo is None:
+            photo = Photo(path=str(facts.path), added_at=utcnow())
+            session.add(photo)
+        photo.root = str(facts.root) if facts.root else photo.root
+        photo.size = facts.size
+        photo.mtime = facts.mtime
+        photo.sha256 = facts.sha256
+        photo.width = facts.width
+        photo.height = facts.height
+        photo.format = facts.format
+        for key, value in facts.exif.items():
+            setattr(photo, key, value)
+        photo.status = PhotoStatus.ok.value
+        photo.error = None
+        photo.updated_at = utcnow()
+        session.flush()
+        return photo
+
+    def record_error(
+        self, session: Session, path: Path, root: Path | None, error: str, size: int | None = None,
+        mtime: float | None = None, sha256: str | None = None,
+    ) -> Photo:
+        """Remember that a file could not be read, with the reason (it is retried when it changes)."""
+        photo = self.photo_by_path(session, path)
+        if photo is None:
+            photo = Photo(path=str(path), root=str(root) if root else None, added_at=utcnow())
+            session.add(photo)
+        photo.status = PhotoStatus.error.value
+        photo.error = error
+        photo.size = size
+        photo.mtime = mtime
+        photo.sha256 = sha256
+        photo.updated_at = utcnow()
+        session.query(WorkItem).filter(WorkItem.path == str(path)).delete()
+        session.flush()
+        return photo
+
+    def move_photo(self, session: Session, photo: Photo, new_path: Path, root: Path | None, mtime: float) -> Photo:
+        """The same content now lives at ``new_path``: keep the row (and its tags)."""
+        existing = self.photo_by_path(session, new_path)
+        if existing is not None and existing.id != photo.id:
+            session.delete(existing)  # a stale row (e.g. an error entry) at the destination
+            session.flush()
+        photo.path = str(new_path)
+        if root is not None:
+            photo.root = str(root)
+        photo.mtime = mtime
+        photo.status = PhotoStatus.ok.value
+        photo.error = None
+        photo.updated_at = utcnow()
+        session.flush()
+        return photo
+
+    def mark_missing(self, session: Session, paths: Iterable[str]) -> int:
+        paths = list(paths)
+        if not paths:
+            return 0
+        result = session.execute(
+            update(Photo).where(Photo.path.in_(paths), Photo.status != PhotoStatus.missing.value)
+            .values(status=PhotoStatus.missing.value, updated_at=utcnow())
+        )
+        return result.rowcount or 0
+
+    def touch_unchanged(self, session: Session, photo: Photo, mtime: float) -> None:
+        """Same content, new mtime (e.g. a copy with ``cp -p`` or a touch): no model work."""
+        photo.mtime = mtime
+        if photo.status == PhotoStatus.missing.value:
+            photo.status = PhotoStatus.ok.value
+
+    # ---- tags -----------------------------------------------------------------------------
+    def ensure_tags(
+        self,
+        session: Session,
+        names: Iterable[str],
+        parents: Mapping[str, str] | None = None,
+        names_zh: Mapping[str, str] | None = None,
+    ) -> dict[str, int]:
+        """Tag ids for ``names``, creating missing tags (and their ancestors) as needed."""
+        parents = parents or {}
+        names_zh = names_zh or {}
+        wanted: list[str] = []
+        for name in names:
+            node, guard = name, 0
+            while node and node not in wanted and guard < 64:
+                wanted.append(node)
+                node, guard = parents.get(node), guard + 1
+        missing = [n for n in wanted if n not in self._tag_ids]
+        if missing:
+            for tag_id, tag_name in session.execute(select(Tag.id, Tag.name).where(Tag.name.in_(missing))):
+                self._tag_ids[tag_name] = tag_id
+        for name in reversed(wanted):  # ancestors first so parent ids exist
+            if name in self._tag_ids:
+                continue
+            parent = parents.get(name)
+            tag = Tag(name=name, name_zh=names_zh.get(name), parent_id=self._tag_ids.get(parent) if parent else None)
+            session.add(tag)
+            session.flush()
+            self._tag_ids[name] = tag.id
+        return {n: self._tag_ids[n] for n in wanted}
+
+    def forget_tag_cache(self) -> None:
+        self._tag_ids.clear()
+
+    def add_manual_tags(self, session: Session, photo: Photo, names: Iterable[str]) -> list[str]:
+        """User-given tags (source ``manual``). A removal of the same tag is cancelled."""
+        names = [n.strip() for n in names if n.strip()]
+        ids = self.ensure_tags(session, names)
+        added = []
+        for name in names:
+            tag_id = ids[name]
+            session.execute(delete(TagRemoval).where(TagRemoval.photo_id == photo.id, TagRemoval.tag_id == tag_id))
+            exists = session.scalar(
+                select(PhotoTag.id).where(
+                    PhotoTag.photo_id == photo.id, PhotoTag.tag_id == tag_id, PhotoTag.source == TagSource.manual.value
+                )
+            )
+            if exists is None:
+                session.add(PhotoTag(photo_id=photo.id, tag_id=tag_id, source=TagSource.manual.value, score=1.0))
+                added.append(name)
+        session.flush()
+        return added
+
+    def remove_tags(self, session: Session, photo: Photo, names: Iterable[str]) -> list[str]:
+        """The user says these tags are wrong: drop them (any source) and keep model runs from re-adding them."""
+        removed = []
+        for name in names:
+            tag = session.scalar(select(Tag).where(Tag.name == name))
+            if tag is None:
+                continue
+            rows = session.scalars(select(PhotoTag).where(PhotoTag.photo_id == photo.id, PhotoTag.tag_id == tag.id)).all()
+            model_score = max((r.score or 0.0 for r in rows if r.source == TagSource.model.value), default=None)
+            for row in rows:
+                session.delete(row)
+            if session.scalar(select(TagRemoval.id).where(TagRemoval.photo_id == photo.id, TagRemoval.tag_id == tag.id)) is None:
+                session.add(TagRemoval(photo_id=photo.id, tag_id=tag.id, score=model_score))
+            removed.append(name)
+        session.flush()
+        return removed
+
+    # ---- model runs -----------------------------------------------------------------------
+    def start_model_run(self, session: Session, tagger: Tagger) -> ModelRun:
+        run = ModelRun(
+            model_name=tagger.name,
+            model_id=tagger.model_id,
+            weights_sha256=tagger.weights_sha256,
+            settings=tagger.settings(),
+            started_at=utcnow(),
+            photo_count=0,
+        )
+        session.add(run)
+        session.flush()
+        return run
+
+    def finish_model_run(self, session: Session, run_id: int) -> None:
+        session.execute(update(ModelRun).where(ModelRun.id == run_id).values(finished_at=utcnow()))
+
+    def store_prediction(
+        self, session: Session, photo: Photo, run: ModelRun, tagger: Tagger, prediction: Prediction
+    ) -> None:
+        """Replace the photo's model tags with this prediction; keep manual/imported tags and removals."""
+        names = [t.name for t in prediction.tags]
+        zh = {t.name: t.name_zh for t in prediction.tags if t.name_zh}
+        if not zh:
+            zh = dict(tagger.tag_names_zh())
+        ids = self.ensure_tags(session, names, tagger.tag_parents(), zh)
+        removed = set(
+            session.scalars(select(TagRemoval.tag_id).where(TagRemoval.photo_id == photo.id)).all()
+        )
+        session.execute(
+            delete(PhotoTag).where(PhotoTag.photo_id == photo.id, PhotoTag.source == TagSource.model.value)
+        )
+        now = utcnow()
+        best: dict[int, float] = {}
+        for tag in prediction.tags:
+            tag_id = ids[tag.name]
+            if tag_id in removed:
+                continue
+            best[tag_id] = max(best.get(tag_id, 0.0), float(tag.score))
+        session.add_all(
+            PhotoTag(photo_id=photo.id, tag_id=tag_id, source=TagSource.model.value, score=score,
+                     model_run_id=run.id, created_at=now)
+            for tag_id, score in best.items()
+        )
+        if prediction.embedding is not None:
+            vector = np.ascontiguousarray(prediction.embedding, dtype="<f4")
+            emb = session.scalar(
+                select(Embedding).where(Embedding.photo_id == photo.id, Embedding.model_id == tagger.model_id)
+            )
+            if emb is None:
+                emb = Embedding(photo_id=photo.id, model_id=tagger.model_id)
+                session.add(emb)
+            emb.model_run_id = run.id
+            emb.dim = int(vector.shape[0])
+            emb.vector = vector.tobytes()
+            emb.created_at = now
+        if prediction.caption is not None:
+            cap = session.scalar(
+                select(Caption).where(Caption.photo_id == photo.id, Caption.model_id == tagger.model_id)
+            )
+            if cap is None:
+                cap = Caption(photo_id=photo.id, model_id=tagger.model_id)
+                session.add(cap)
+            cap.model_run_id = run.id
+            cap.text = prediction.caption
+            cap.created_at = now
+        photo.tagged_at = now
+        photo.tagged_run_id = run.id
+        session.execute(update(ModelRun).where(ModelRun.id == run.id).values(photo_count=ModelRun.photo_count + 1))
+
+    # ---- reading --------------------------------------------------------------------------
+    def photo_tags(self, session: Session, photo_id: int) -> list[dict]:
+        rows = session.execute(
+            select(Tag.name, Tag.name_zh, PhotoTag.score, PhotoTag.source, ModelRun.model_name)
+            .join(Tag, Tag.id == PhotoTag.tag_id)
+            .outerjoin(ModelRun, ModelRun.id == PhotoTag.model_run_id)
+            .where(PhotoTag.photo_id == photo_id)
+            .order_by(PhotoTag.score.desc().nulls_last(), Tag.name)
+        ).all()
+        return [
+            {"name": r.name, "name_zh": r.name_zh, "score": None if r.score is None else round(r.score, 4),
+             "source": r.source, "model": r.model_name}
+            for r in rows
+        ]
+
+    def tag_counts(self, session: Session) -> list[dict]:
+        rows = session.execute(
+            select(Tag.name, Tag.name_zh, Tag.parent_id, func.count(func.distinct(PhotoTag.photo_id)).label("n"))
+            .join(PhotoTag, PhotoTag.tag_id == Tag.id)
+            .join(Photo, Photo.id == PhotoTag.photo_id)
+            .where(Photo.status == PhotoStatus.ok.value)
+            .group_by(Tag.id)
+            .order_by(func.count(func.distinct(PhotoTag.photo_id)).desc(), Tag.name)
+        ).all()
+        parent_names = dict(session.execute(select(Tag.id, Tag.name)).all())
+        return [
+            {"name": r.name, "name_zh": r.name_zh, "parent": parent_names.get(r.parent_id), "count": r.n}
+            for r in rows
+        ]
+
+    def iter_photos(self, session: Session, ids: Iterable[int]) -> Iterator[Photo]:
+        ids = list(ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            by_id = {p.id: p for p in session.scalars(select(Photo).where(Photo.id.in_(chunk)))}
+            for pid in chunk:
+                if pid in by_id:
+                    yield by_id[pid]
+
+
+def photo_as_dict(lib: Library, session: Session, photo: Photo) -> dict:
+    """The JSON shape of ``phototag show`` (and the base of search results)."""
+
+    def iso(value: dt.datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    caption = session.scalars(select(Caption.text).where(Caption.photo_id == photo.id)).first()
+    return {
+        "id": photo.id,
+        "path": photo.path,
+        "sha256": photo.sha256,
+        "size": photo.size,
+        "format": photo.format,
+        "width": photo.width,
+        "height": photo.height,
+        "taken_at": iso(photo.taken_at),
+        "taken_at_offset": photo.taken_at_offset,
+        "camera_make": photo.camera_make,
+        "camera_model": photo.camera_model,
+        "lens": photo.lens,
+        "iso": photo.iso,
+        "exposure_time": photo.exposure_time,
+        "f_number": photo.f_number,
+        "focal_length": photo.focal_length,
+        "gps_lat": photo.gps_lat,
+        "gps_lon": photo.gps_lon,
+        "orientation": photo.orientation,
+        "status": photo.status,
+        "error": photo.error,
+        "added_at": iso(photo.added_at),
+        "tagged_at": iso(photo.tagged_at),
+        "caption": caption,
+        "tags": lib.photo_tags(session, photo.id),
+    }

@@ -1,0 +1,319 @@
+"""discover → fingerprint → decode → batch → infer → persist → after-commit hooks.
+
+Shared by ``scan``, ``watch`` and ``retag``:
+
+* discovery + classification (unchanged / moved / needs the model) runs in a producer thread;
+* decoding (Pillow, EXIF, the tagger's ``prepare``) runs in a thread pool — Pillow, pillow-heif and
+  the hash functions release the GIL, so decode overlaps inference;
+* inference runs in the calling thread, the one owner of the model; batches flush on size or after
+  ``batch_timeout`` seconds so a lone new photo is not kept waiting;
+* each batch is persisted in one transaction (photos, tags, embeddings, captions, and the removal of
+  the batch's work-queue rows), so a crash never leaves half a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from sqlalchemy import select
+
+from phototag.db.models import ModelRun, Photo, PhotoStatus, WorkItem
+from phototag.ingest.decode import DecodeError, decode_photo
+from phototag.ingest.exif import read_exif
+from phototag.ingest.fingerprint import sha256_file
+from phototag.ingest.walk import FoundFile, iter_photo_files
+from phototag.library import Library, PhotoFacts
+from phototag.tagging.base import Tagger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One file that needs the model."""
+
+    path: Path
+    root: Path | None
+    reason: str = "new"  # new | changed | retag
+    size: int | None = None
+    mtime: float | None = None
+    sha256: str | None = None
+
+
+@dataclass
+class Report:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    failed: int = 0
+    missing: int = 0
+    retagged: int = 0
+    tagged: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    model_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "new": self.new, "updated": self.updated, "unchanged": self.unchanged, "moved": self.moved,
+            "failed": self.failed, "missing": self.missing, "retagged": self.retagged, "tagged": self.tagged,
+            "seconds": round(self.seconds, 3), "model_seconds": round(self.model_seconds, 3),
+            "errors": [{"path": p, "error": e} for p, e in self.errors],
+        }
+
+
+@dataclass
+class _Decoded:
+    job: Job
+    facts: PhotoFacts | None = None
+    prepared: Any = None
+    error: str | None = None
+
+
+ProgressFn = Callable[[str, int], None]  # (event, n): "total", "advance"
+CommitFn = Callable[[list[int]], None]  # photo ids committed with new tags
+
+
+class Pipeline:
+    def __init__(
+        self,
+        library: Library,
+        tagger: Tagger,
+        *,
+        decode_workers: int | None = None,
+        batch_size: int | None = None,
+        batch_timeout: float = 1.0,
+        progress: ProgressFn | None = None,
+        on_commit: CommitFn | None = None,
+        stop_event: threading.Event | None = None,
+    ):
+        self.library = library
+        self.tagger = tagger
+        settings = library.settings
+        self.decode_workers = decode_workers or int(settings.get("decode_workers") or 0) or (os.cpu_count() or 2)
+        self.batch_size = batch_size or int(settings.get("batch_size") or 0) or tagger.batch_size
+        self.batch_timeout = batch_timeout
+        self.extensions = settings.get("scan.extensions")
+        self.follow_symlinks = bool(settings.get("scan.follow_symlinks"))
+        self.max_pixels = int(settings.get("scan.max_pixels") or 300_000_000)
+        self.progress = progress or (lambda event, n: None)
+        self.on_commit = on_commit
+        self.stop_event = stop_event or threading.Event()
+        self._run_id: int | None = None
+
+    # ---- scanning -------------------------------------------------------------------------
+    def scan(self, roots: Iterable[Path | str]) -> Report:
+        """Bring the library up to date with ``roots``: tag new/changed photos, follow moves,
+        mark vanished ones missing."""
+        started = time.perf_counter()
+        report = Report()
+        roots = [Path(r).expanduser().resolve() for r in roots]
+        found: list[FoundFile] = []
+        for root in roots:
+            if not root.exists():
+                report.errors.append((str(root), "folder not found (nothing marked missing)"))
+                continue
+            found.extend(iter_photo_files(root, self.extensions, self.follow_symlinks))
+        self.progress("total", len(found))
+        jobs = self._classify(found, report)
+        self.process(jobs, report)
+        for root in roots:
+            if root.is_dir():
+                report.missing += self._mark_vanished(root, {str(f.path) for f in found})
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _classify(self, found: list[FoundFile], report: Report) -> Iterator[Job]:
+        """Yield the files that need the model; handle unchanged and moved files on the way."""
+        lib = self.library
+        for f in found:
+            if self.stop_event.is_set():
+                return
+            with lib.session() as session:
+                photo = lib.photo_by_path(session, f.path)
+                if (
+                    photo is not None and photo.size == f.size and photo.mtime == f.mtime
+                    and (photo.tagged_run_id is not None or photo.status == PhotoStatus.error.value)
+                ):
+                    if photo.status == PhotoStatus.missing.value:
+                        photo.status = PhotoStatus.ok.value
+                    report.unchanged += 1
+                    self.progress("advance", 1)
+                    continue
+                try:
+                    digest = sha256_file(f.path)
+                except OSError as exc:
+                    lib.record_error(session, f.path, f.root, f"cannot read: {exc.strerror or exc}", f.size, f.mtime)
+                    report.failed += 1
+                    report.errors.append((str(f.path), f"cannot read: {exc.strerror or exc}"))
+                    self.progress("advance", 1)
+                    continue
+                if photo is not None and photo.sha256 == digest and (
+                    photo.tagged_run_id is not None or photo.status == PhotoStatus.error.value
+                ):
+                    lib.touch_unchanged(session, photo, f.mtime)
+                    report.unchanged += 1
+                    self.progress("advance", 1)
+                    continue
+                if photo is None:
+                    moved_from = self._moved_source(session, digest, f.path)
+                    if moved_from is not None:
+                        lib.move_photo(session, moved_from, f.path, f.root, f.mtime)
+                        report.moved += 1
+                        self.progress("advance", 1)
+                        continue
+            yield Job(f.path, f.root, "new" if photo is None else "changed", f.size, f.mtime, digest)
+
+    def _moved_source(self, session, digest: str, new_path: Path) -> Photo | None:
+        """A tagged photo with this content whose file is gone: the file was moved here."""
+        candidates = session.scalars(
+            select(Photo).where(Photo.sha256 == digest, Photo.path != str(new_path), Photo.tagged_run_id.is_not(None))
+        ).all()
+        for candidate in candidates:
+            if candidate.status == PhotoStatus.missing.value or not os.path.exists(candidate.path):
+                return candidate
+        return None
+
+    def _mark_vanished(self, root: Path, seen: set[str]) -> int:
+        """Photos under ``root`` that the walk did not find are marked missing (never deleted)."""
+        prefix = str(root).rstrip(os.sep) + os.sep
+        with self.library.session() as session:
+            rows = session.execute(
+                select(Photo.path).where(Photo.path.startswith(prefix, autoescape=True),
+                                         Photo.status != PhotoStatus.missing.value)
+            ).scalars().all()
+            gone = [p for p in rows if p not in seen and not os.path.exists(p)]
+            return self.library.mark_missing(session, gone)
+
+    # ---- decode → infer → persist -----------------------------------------------------------
+    def _decode(self, job: Job) -> _Decoded:
+        try:
+            if job.sha256 is None or job.size is None:
+                st = job.path.stat()
+                job.size, job.mtime = st.st_size, st.st_mtime
+                job.sha256 = sha256_file(job.path)
+            decoded = decode_photo(job.path, max_pixels=self.max_pixels)
+            exif = read_exif(job.path)
+            prepared = self.tagger.prepare(decoded.image)
+            facts = PhotoFacts(
+                path=job.path, root=job.root, size=job.size, mtime=job.mtime, sha256=job.sha256,
+                width=decoded.width, height=decoded.height, format=decoded.format, exif=exif.as_columns(),
+            )
+            return _Decoded(job, facts, prepared)
+        except DecodeError as exc:
+            return _Decoded(job, error=str(exc))
+        except FileNotFoundError:
+            return _Decoded(job, error="file vanished while it was being read")
+        except PermissionError:
+            return _Decoded(job, error="permission denied")
+        except Exception as exc:  # one bad photo must never stop the run
+            log.exception("unexpected error decoding %s", job.path)
+            return _Decoded(job, error=f"unexpected error: {type(exc).__name__}: {exc}")
+
+    def process(self, jobs: Iterable[Job], report: Report | None = None) -> Report:
+        """Decode, tag and store ``jobs``. Returns (and fills) ``report``."""
+        report = report if report is not None else Report()
+        started = time.perf_counter()
+        results: queue.Queue[_Decoded | None] = queue.Queue()
+        max_in_flight = max(2 * self.batch_size, self.decode_workers * 2)
+        slots = threading.Semaphore(max_in_flight)
+        pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="phototag-decode")
+        producer_error: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                for job in jobs:
+                    if self.stop_event.is_set():
+                        break
+                    slots.acquire()
+                    future = pool.submit(self._decode, job)
+                    future.add_done_callback(lambda fut: results.put(fut.result()))
+            except BaseException as exc:  # surfaced in the consumer
+                producer_error.append(exc)
+            finally:
+                pool.shutdown(wait=True)
+                results.put(None)
+
+        producer = threading.Thread(target=produce, name="phototag-discover", daemon=True)
+        producer.start()
+        batch: list[_Decoded] = []
+        batch_started = 0.0
+        done = False
+        try:
+            while not done:
+                timeout = None
+                if batch:
+                    timeout = max(0.0, self.batch_timeout - (time.monotonic() - batch_started))
+                try:
+                    item = results.get(timeout=timeout)
+                except queue.Empty:
+                    item = "flush"
+                if item is None:
+                    done = True
+                elif item != "flush":
+                    slots.release()
+                    if not batch:
+                        batch_started = time.monotonic()
+                    batch.append(item)
+                if batch and (done or item == "flush" or len(batch) >= self.batch_size):
+                    self._run_batch(batch, report)
+                    batch = []
+        finally:
+            producer.join()
+            if self._run_id is not None:
+                with self.library.session() as session:
+                    self.library.finish_model_run(session, self._run_id)
+                self._run_id = None
+        if producer_error:
+            raise producer_error[0]
+        report.seconds = report.seconds or (time.perf_counter() - started)
+        return report
+
+    def _run_batch(self, batch: list[_Decoded], report: Report) -> None:
+        lib = self.library
+        good = [d for d in batch if d.error is None]
+        predictions = []
+        if good:
+            t0 = time.perf_counter()
+            predictions = self.tagger.predict([d.prepared for d in good])
+            report.model_seconds += time.perf_counter() - t0
+        committed: list[int] = []
+        with lib.session() as session:
+            if self._run_id is None and good:
+                self._run_id = lib.start_model_run(session, self.tagger).id
+            run = session.get(ModelRun, self._run_id) if self._run_id is not None else None
+            for decoded, prediction in zip(good, predictions):
+                job = decoded.job
+                photo = lib.upsert_photo(session, decoded.facts)
+                lib.store_prediction(session, photo, run, self.tagger, prediction)
+                committed.append(photo.id)
+                if job.reason == "new":
+                    report.new += 1
+                elif job.reason == "retag":
+                    report.retagged += 1
+                else:
+                    report.updated += 1
+                report.tagged += 1
+            for decoded in batch:
+                if decoded.error is not None:
+                    job = decoded.job
+                    lib.record_error(session, job.path, job.root, decoded.error, job.size, job.mtime, job.sha256)
+                    report.failed += 1
+                    report.errors.append((str(job.path), decoded.error))
+            paths = [str(d.job.path) for d in batch]
+            session.execute(WorkItem.__table__.delete().where(WorkItem.path.in_(paths)))
+        self.progress("advance", len(batch))
+        if committed and self.on_commit is not None:
+            try:
+                self.on_commit(committed)
+            except Exception:  # an exporter failing must not lose tagging work
+                log.exception("after-commit hook failed")
