@@ -1,0 +1,71 @@
+"""The library database: Alembic revisions match the ORM, upgrades keep data and back up first."""
+
+import sqlite3
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from phototag.db.engine import _alembic_config, head_revision, make_engine, open_database
+from phototag.db.models import Base
+
+
+def test_new_database_is_at_head_with_wal_and_foreign_keys(tmp_path):
+    db = open_database(tmp_path / "lib" / "phototag.db")
+    assert db.current_revision() == head_revision() == "0002"
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    db.dispose()
+
+
+def test_migrations_describe_exactly_the_orm_schema(tmp_path):
+    db = open_database(tmp_path / "phototag.db")
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    db.dispose()
+    assert diff == []
+
+
+def test_database_created_by_revision_0001_upgrades_cleanly(tmp_path):
+    path = tmp_path / "phototag.db"
+    engine = make_engine(path)
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    engine.dispose()
+    con = sqlite3.connect(path)
+    con.execute(
+        "INSERT INTO photos (path, status, added_at, updated_at, sha256) "
+        "VALUES ('/p/a.jpg', 'ok', '2024-01-01', '2024-01-01', 'abc')"
+    )
+    con.execute("INSERT INTO tags (name) VALUES ('cat')")
+    con.execute(
+        "INSERT INTO photo_tags (photo_id, tag_id, source, score, created_at) VALUES (1, 1, 'manual', 1.0, '2024-01-01')"
+    )
+    con.commit()
+    con.close()
+
+    db = open_database(path)
+    assert db.current_revision() == "0002"
+    backups = list(tmp_path.glob("phototag.db.pre-0001-*.bak"))
+    assert len(backups) == 1
+    old = sqlite3.connect(backups[0])
+    assert old.execute("SELECT path FROM photos").fetchall() == [("/p/a.jpg",)]
+    old.close()
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT path FROM photos").fetchall() == [("/p/a.jpg",)]
+        assert conn.exec_driver_sql("SELECT count(*) FROM work_queue").scalar() == 0
+    db.dispose()
+
+
+def test_not_a_database_is_a_clear_error(tmp_path):
+    import pytest
+
+    from phototag.db.engine import DatabaseError
+
+    path = tmp_path / "phototag.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(DatabaseError, match="cannot open library database"):
+        open_database(path)
