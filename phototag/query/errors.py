@@ -1,0 +1,7 @@
+"""The one error the query language raises."""
+
+from __future__ import annotations
+
+
+class QueryError(ValueError):
+    """A search query could not be understood or run; the message says why, for the user."""

@@ -1,0 +1,224 @@
+"""Query text → :class:`Query` (an AST plus sort keys). Pure: no database, no I/O.
+
+Grammar (one term per shell word, as in beets)::
+
+    query  := group ("," group)*          a lone "," (or a word ending in ",") separates OR groups
+    group  := (term | sort)*              terms in a group are ANDed
+    term   := ["^"] (field ":" value | "~" text | word)
+    value  := ":" regex | "=~" text | "=" text | text
+    sort   := sortkey ("+" | "-")         taken-  path+  (apply to the whole query)
+
+A bare word is a tag (``dog`` = ``tag:dog``). Every OR group that names no ``status:`` gets
+an implicit ``status:ok``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Sequence
+
+from phototag.query.errors import QueryError
+from phototag.query import fields as _fields
+from phototag.query.nodes import (
+    And,
+    Node,
+    Not,
+    Or,
+    RankedTerm,
+    StatusTerm,
+    TextTerm,
+)
+
+_FIELD_RE = re.compile(r"^(?P<field>[A-Za-z][A-Za-z0-9_]*):(?P<rest>.*)$", re.S)
+_SORT_RE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_]*)(?P<dir>[+-])$")
+
+
+@dataclass(frozen=True)
+class SortKey:
+    name: str
+    descending: bool
+
+    def __repr__(self) -> str:
+        return f"{self.name}{'-' if self.descending else '+'}"
+
+
+@dataclass(frozen=True, repr=False)
+class Query:
+    """A parsed query: ``expr`` (the filter, default status included) and ``sort``.
+
+    * :meth:`match` — Python face; :meth:`where` / :meth:`order_by` — SQL face.
+    * ``similar:`` and ``~text`` terms must be :meth:`resolve`\\ d before either face is used.
+    """
+
+    expr: Node
+    sort: tuple[SortKey, ...] = ()
+    text: str = ""
+
+    def match(self, view: object) -> bool:
+        return self.expr.match(view)
+
+    def where(self):
+        """SQLAlchemy boolean clause over ``Photo`` (bind parameters only)."""
+        from phototag.query.compile import compile_node
+
+        return compile_node(self.expr)
+
+    def order_by(self) -> list:
+        """SQLAlchemy ORDER BY expressions (the sort tokens, else path); ends with Photo.id."""
+        from phototag.query.compile import order_clauses
+
+        return order_clauses(self.sort)
+
+    def statement(self):
+        """``select(Photo.id)`` filtered and ordered."""
+        from sqlalchemy import select
+
+        from phototag.db.models import Photo
+
+        return select(Photo.id).where(self.where()).order_by(*self.order_by())
+
+    @property
+    def ranked_terms(self) -> list[RankedTerm]:
+        return [n for n in self.expr.walk() if isinstance(n, RankedTerm)]
+
+    def resolve(self, session: object, resolvers: dict | None) -> "Query":
+        """Answer every ``similar:``/``~text`` term with its resolver.
+
+        A resolver is ``fn(session, term) -> iterable of (photo_id, score)``, best first; it
+        reads ``term.argument`` (the path or the text).
+        """
+        from dataclasses import replace
+
+        from phototag.query.nodes import transform
+
+        resolvers = resolvers or {}
+
+        def answer(node: Node) -> Node | None:
+            if isinstance(node, RankedTerm) and node.hits is None:
+                fn = resolvers.get(node.kind)
+                if fn is None:
+                    node.require_hits()  # raises the QueryError
+                return node.with_hits(list(fn(session, node)))
+            return None
+
+        return replace(self, expr=transform(self.expr, answer))
+
+    def __repr__(self) -> str:
+        sort = f", sort=[{' '.join(map(repr, self.sort))}]" if self.sort else ""
+        return f"Query({self.expr!r}{sort})"
+
+
+def tokenize(source: str | Sequence[str]) -> list[str]:
+    """A query string is split like a shell would (quotes group words; backslashes are kept
+    for regular expressions); a list (the CLI's argv) is taken word by word."""
+    if isinstance(source, str):
+        lexer = shlex.shlex(source, posix=True)
+        lexer.whitespace_split = True
+        lexer.escape = ""  # keep "\" for regexes like path::\.heic$ and escapes like a\:b
+        lexer.commenters = ""
+        try:
+            return list(lexer)
+        except ValueError as exc:
+            raise QueryError(f"cannot split the query {source!r}: {exc}") from None
+    words = list(source)
+    for w in words:
+        if not isinstance(w, str):
+            raise TypeError(f"query words must be strings, got {w!r}")
+    return words
+
+
+def parse(source: str | Sequence[str], *, now: dt.datetime | None = None) -> Query:
+    """Parse a query string (or a list of words) into a :class:`Query`.
+
+    ``now`` fixes the clock for relative dates (aware, or naive local time); default: now.
+    """
+    local_now = _local_now(now)
+    words = tokenize(source)
+    groups: list[list[Node]] = [[]]
+    sort: list[SortKey] = []
+    for word in words:
+        ends_group = False
+        if word == ",":
+            groups.append([])
+            continue
+        if len(word) > 1 and word.endswith(",") and not word.endswith("\\,"):
+            word, ends_group = word[:-1], True
+        m = _SORT_RE.match(word)
+        if m and _fields.is_sort_name(m["name"]):
+            sort.append(SortKey(m["name"].lower(), m["dir"] == "-"))
+        else:
+            groups[-1].append(parse_term(word, local_now))
+        if ends_group:
+            groups.append([])
+
+    ands: list[Node] = []
+    for group in groups:
+        if not group:
+            continue
+        if not any(isinstance(n, StatusTerm) for term in group for n in term.walk()):
+            group = group + [StatusTerm("ok", implicit=True)]
+        ands.append(group[0] if len(group) == 1 else And(tuple(group)))
+    if not ands:
+        expr: Node = StatusTerm("ok", implicit=True)
+    elif len(ands) == 1:
+        expr = ands[0]
+    else:
+        expr = Or(tuple(ands))
+    text = source if isinstance(source, str) else shlex.join(source)
+    return Query(expr, tuple(sort), text)
+
+
+def parse_term(word: str, now: dt.datetime) -> Node:
+    """One word: ``[^](field:value | ~text | tag)``."""
+    negate = False
+    if word.startswith("^"):
+        negate, word = True, word[1:]
+        if not word:
+            raise QueryError("'^' must be followed by a term, e.g. ^dog")
+    node = _positive_term(word, now)
+    if negate:
+        if any(isinstance(n, RankedTerm) for n in node.walk()):
+            raise QueryError(f"{word!r} ranks photos and cannot be negated with '^'")
+        return Not(node)
+    return node
+
+
+def _positive_term(word: str, now: dt.datetime) -> Node:
+    if word.startswith("~"):
+        text = word[1:].strip()
+        if not text:
+            raise QueryError('"~" must be followed by a description, e.g. ~"a dog on a beach"')
+        return TextTerm(text=text)
+    m = _FIELD_RE.match(word)
+    if m:
+        spec = _fields.get_field(m["field"])
+        value, mode = _split_mode(m["rest"])
+        return spec.factory(_fields.FieldValue(spec.name, value, mode, now))
+    # a bare word is a tag; "\:" "\^" "\~" "\," escape the characters the grammar uses
+    text = re.sub(r"\\([:^~,])", r"\1", word)
+    value, mode = _split_mode(text) if text.startswith(("=", ":")) else (text, "default")
+    return _fields.get_field("tag").factory(_fields.FieldValue("tag", value, mode, now))
+
+
+def _split_mode(rest: str) -> tuple[str, str]:
+    if rest.startswith(":"):
+        return rest[1:], "regex"
+    if rest.startswith("=~"):
+        return rest[2:], "fold"
+    if rest.startswith("="):
+        return rest[1:], "exact"
+    return rest, "default"
+
+
+def _local_now(now: dt.datetime | None) -> dt.datetime:
+    if now is None:
+        return dt.datetime.now()
+    if now.tzinfo is not None:
+        return now.astimezone().replace(tzinfo=None)
+    return now
+
+
+__all__ = ["Query", "SortKey", "parse", "parse_term", "tokenize"]

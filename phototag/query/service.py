@@ -1,0 +1,94 @@
+"""Running a query against the library: what ``phototag search`` calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from phototag.db.models import Photo
+from phototag.query.compile import install_sqlite_functions
+from phototag.query.parse import Query, parse
+from phototag.query.nodes import RankedTerm
+
+#: ``resolver(session, term) -> [(photo_id, score), …]`` best first; ``term.argument`` is the
+#: path (``similar:``) or the text (``~"…"``).
+Resolver = Callable[[Session, RankedTerm], Iterable[tuple[int, float]]]
+
+
+@dataclass(frozen=True)
+class Hit:
+    photo_id: int
+    score: float | None  #: the first similar:/~text term's score; None without one
+
+
+def parse_query(source: str | Sequence[str] | Query, **kwargs) -> Query:
+    """Parse a query string, or the CLI's list of words (a Query passes through)."""
+    if isinstance(source, Query):
+        return source
+    return parse(source, **kwargs)
+
+
+def ensure_sqlite_functions(session: Session) -> None:
+    """Register REGEXP/phototag_fold on the session's connection if it is SQLite (cheap)."""
+    conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        install_sqlite_functions(conn.connection.dbapi_connection)
+
+
+def search_hits(
+    session: Session,
+    query: str | Sequence[str] | Query,
+    *,
+    limit: int | None = None,
+    resolvers: Mapping[str, Resolver] | None = None,
+) -> list[Hit]:
+    """Matching photo ids in order.
+
+    Order: the sort tokens if any; else the ranking of the first ``similar:``/``~text`` term;
+    else by path.
+    """
+    q = parse_query(query)
+    if limit is not None and limit < 0:
+        raise ValueError("limit must be >= 0")
+    ensure_sqlite_functions(session)
+    q = q.resolve(session, dict(resolvers or {}))
+    ranked = q.ranked_terms
+    scores = ranked[0].hits if ranked else None
+    stmt = select(Photo.id).where(q.where())
+    if ranked and not q.sort:
+        matching = set(session.scalars(stmt))
+        ids = [pid for pid in scores if pid in matching]  # hits are in rank order
+        if limit is not None:
+            ids = ids[:limit]
+    else:
+        stmt = stmt.order_by(*q.order_by())
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        ids = list(session.scalars(stmt))
+    return [Hit(pid, scores.get(pid) if scores is not None else None) for pid in ids]
+
+
+def search_ids(session: Session, query, *, limit=None, resolvers=None) -> list[int]:
+    return [h.photo_id for h in search_hits(session, query, limit=limit, resolvers=resolvers)]
+
+
+def search(
+    session: Session,
+    query: str | Sequence[str] | Query,
+    *,
+    limit: int | None = None,
+    resolvers: Mapping[str, Resolver] | None = None,
+) -> list[Photo]:
+    """The photos matching ``query``, in order (see :func:`search_hits`)."""
+    ids = search_ids(session, query, limit=limit, resolvers=resolvers)
+    if not ids:
+        return []
+    photos: dict[int, Photo] = {}
+    chunk = 500
+    for i in range(0, len(ids), chunk):
+        part = ids[i : i + chunk]
+        photos.update((p.id, p) for p in session.scalars(select(Photo).where(Photo.id.in_(part))))
+    return [photos[i] for i in ids if i in photos]
