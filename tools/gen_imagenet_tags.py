@@ -12,8 +12,9 @@ For each class it picks one tag name:
    "tabby cat", "basset, basset hound" → "basset hound": the compound says what the thing is);
 3. else the first lemma (WordNet lists the most common one first).
 
-and it places the class under the nearest of a curated set of general categories (:data:`PARENTS`:
-animal, dog, cat, vehicle, food, building, …), found by a breadth-first walk up the WordNet hypernyms.
+and it places the class under the most specific of a curated set of general categories (:data:`PARENTS`:
+animal, dog, cat, vehicle, food, building, …), found by walking up the WordNet hypernyms
+(:func:`nearest_parent`).
 The categories themselves form a tree the same way (cat → mammal → animal). Abstract WordNet nodes
 ("whole", "organism", "placental") are never tags.
 
@@ -236,10 +237,18 @@ def choose_name(synset: str, lemmas: dict[str, list[str]], hypernyms: dict[str, 
 
 
 def nearest_parent(offset: str, hypernyms: dict[str, list[str]]) -> str | None:
-    for a in ancestors(offset, hypernyms):
-        if a in PARENTS:
-            return PARENTS[a]
-    return None
+    """The most specific curated category above ``offset``.
+
+    WordNet has multiple inheritance: "domestic cat" is a "true cat" (→ feline → … → mammal → animal)
+    and a "domestic animal" (→ animal). The nearest category by steps would be "animal"; we take the
+    category with the most other candidates above it ("mammal"), nearest first on ties.
+    """
+    candidates = [a for a in ancestors(offset, hypernyms) if a in PARENTS]
+    if not candidates:
+        return None
+    above = {c: set(ancestors(c, hypernyms)) for c in candidates}
+    best = max(candidates, key=lambda c: sum(other in above[c] for other in candidates))
+    return PARENTS[best]
 
 
 def build(wordnet_dir: Path, synsets: list[str]) -> dict:

