@@ -199,9 +199,10 @@ def _glob_to_regex(glob: str) -> str:
                 out.append(re.escape(c))
             else:
                 body = glob[i + 1 : j]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
+                negated = body.startswith(("!", "^"))
+                body = body[1:] if negated else body
+                body = body.replace("\\", "\\\\")
+                out.append(f"[^/{body}]" if negated else f"[{body}]")  # never matches "/"
                 i = j + 1
                 continue
         else:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from phototag.query.errors import QueryError
@@ -55,7 +55,7 @@ class Query:
 
     expr: Node
     sort: tuple[SortKey, ...] = ()
-    text: str = ""
+    text: str = field(default="", compare=False)
 
     def match(self, view: object) -> bool:
         return self.expr.match(view)

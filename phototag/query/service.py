@@ -47,8 +47,9 @@ def search_hits(
 ) -> list[Hit]:
     """Matching photo ids in order.
 
-    Order: the sort tokens if any; else the ranking of the first ``similar:``/``~text`` term;
-    else by path.
+    Order: the sort tokens if any; else the ranking of the first ``similar:``/``~text`` term
+    (photos it did not rank, matched through another OR group, come after, by path); else by
+    path.
     """
     q = parse_query(query)
     if limit is not None and limit < 0:
@@ -57,14 +58,15 @@ def search_hits(
     q = q.resolve(session, dict(resolvers or {}))
     ranked = q.ranked_terms
     scores = ranked[0].hits if ranked else None
-    stmt = select(Photo.id).where(q.where())
+    stmt = select(Photo.id).where(q.where()).order_by(*q.order_by())
     if ranked and not q.sort:
-        matching = set(session.scalars(stmt))
-        ids = [pid for pid in scores if pid in matching]  # hits are in rank order
+        # the resolver's ranking first; photos matched only through another OR group follow
+        # in the default order
+        rank = {pid: i for i, pid in enumerate(scores)}
+        ids = sorted(session.scalars(stmt), key=lambda pid: rank.get(pid, len(rank)))
         if limit is not None:
             ids = ids[:limit]
     else:
-        stmt = stmt.order_by(*q.order_by())
         if limit is not None:
             stmt = stmt.limit(limit)
         ids = list(session.scalars(stmt))

@@ -120,7 +120,7 @@ def parse_date_range(
             raise QueryError(f"{field}: a range needs at least one end, got {text!r}")
         start = parse_period(left, now, field=field).start if left else None
         end = parse_period(right, now, field=field).end if right else None
-        if start is not None and end is not None and start > end:
+        if start is not None and end is not None and start >= end:
             raise QueryError(f"{field}: empty range {text!r} (it ends before it starts)")
         return start, end
     if not text:
