@@ -7,12 +7,13 @@
 
 from phototag.query.compile import compile_node, install_sqlite_functions
 from phototag.query.errors import QueryError
-from phototag.query.fields import FieldValue, register_field, register_sort, unregister_field
+from phototag.query.fields import FieldSpec, FieldValue, field_specs, register_field, register_sort, unregister_field
 from phototag.query.nodes import Node, RankedTerm, SimilarTerm, TextTerm
 from phototag.query.parse import Query, SortKey, parse
 from phototag.query.service import Hit, Resolver, parse_query, search, search_hits, search_ids
 
 __all__ = [
+    "FieldSpec",
     "FieldValue",
     "Hit",
     "Node",
@@ -24,6 +25,7 @@ __all__ = [
     "SortKey",
     "TextTerm",
     "compile_node",
+    "field_specs",
     "install_sqlite_functions",
     "parse",
     "parse_query",

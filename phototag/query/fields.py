@@ -90,11 +90,22 @@ class FieldSpec:
 _FIELDS: dict[str, FieldSpec] = {}
 
 
-def register_field(name: str, factory: FieldFactory, *, help: str = "", replace: bool = False) -> None:
-    """Make ``name:value`` available in queries (plugins call this).
+def register_field(
+    name: "str | FieldSpec", factory: FieldFactory | None = None, *, help: str = "", replace: bool = False
+) -> None:
+    """Make ``name:value`` available in queries (plugins call this, or return FieldSpecs from
+    the ``register_query_fields`` hook).
 
     ``factory`` receives a :class:`FieldValue` and returns a node (or raises QueryError).
+    Instead of ``name, factory`` a :class:`FieldSpec` (or any object with ``name``, ``factory``
+    and optionally ``help``) may be passed. A name that is already taken is a ValueError unless
+    ``replace``.
     """
+    if not isinstance(name, str):
+        spec = name
+        name, factory, help = spec.name, spec.factory, getattr(spec, "help", "") or help
+    if factory is None or not callable(factory):
+        raise ValueError(f"query field {name!r} needs a factory (FieldValue -> Node)")
     key = name.lower()
     if not re.fullmatch(r"[a-z][a-z0-9_]*", key):
         raise ValueError(f"a query field name is letters, digits and _: {name!r}")

@@ -87,9 +87,8 @@ class Query:
     def resolve(self, session: object, resolvers: dict | None) -> "Query":
         """Answer every ``similar:``/``~text`` term with its resolver.
 
-        A resolver is ``fn(session, term) -> iterable of (photo_id, score)``, best first; it
-        reads ``term.argument`` (the path or the text).
-        """
+        A resolver is ``fn(session, argument) -> iterable of (photo_id, score)``, best first;
+        ``argument`` is the path (``similar:PATH``) or the text (``~"text"``)."""
         from dataclasses import replace
 
         from phototag.query.nodes import transform
@@ -101,7 +100,7 @@ class Query:
                 fn = resolvers.get(node.kind)
                 if fn is None:
                     node.require_hits()  # raises the QueryError
-                return node.with_hits(list(fn(session, node)))
+                return node.with_hits(list(fn(session, node.argument)))
             return None
 
         return replace(self, expr=transform(self.expr, answer))

@@ -11,11 +11,10 @@ from sqlalchemy.orm import Session
 from phototag.db.models import Photo
 from phototag.query.compile import install_sqlite_functions
 from phototag.query.parse import Query, parse
-from phototag.query.nodes import RankedTerm
 
-#: ``resolver(session, term) -> [(photo_id, score), …]`` best first; ``term.argument`` is the
-#: path (``similar:``) or the text (``~"…"``).
-Resolver = Callable[[Session, RankedTerm], Iterable[tuple[int, float]]]
+#: ``resolver(session, argument) -> [(photo_id, score), …]`` best first; ``argument`` is the
+#: path (``similar:PATH``) or the text (``~"…"``). See phototag.search.
+Resolver = Callable[[Session, str], Iterable[tuple[int, float]]]
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,11 @@ import datetime as dt
 import sqlite3
 
 import pytest
-from sqlalchemy import Integer, cast
 
 from phototag.db.models import Photo
 from phototag.query import (
+    FieldSpec,
+    field_specs,
     Node,
     QueryError,
     install_sqlite_functions,
@@ -82,8 +83,8 @@ def _ids(db, *keys):
 def test_text_term_keeps_the_resolver_ranking_and_combines_with_and(library_db):
     calls = []
 
-    def text_resolver(session, term):
-        calls.append(term.argument)
+    def text_resolver(session, text):
+        calls.append(text)
         ranked = _ids(library_db, "cat_and_dog", "sky", "dog_beach", "gone_dog", "park")
         return [(pid, 1.0 - i / 10) for i, pid in enumerate(ranked)]
 
@@ -96,8 +97,8 @@ def test_text_term_keeps_the_resolver_ranking_and_combines_with_and(library_db):
 
 
 def test_ranked_results_honour_limit_and_sort_tokens(library_db):
-    def similar(session, term):
-        assert term.argument == "/q/cat.jpg"
+    def similar(session, path):
+        assert path == "/q/cat.jpg"
         return [(pid, 0.5) for pid in _ids(library_db, "weixin", "cat_sofa", "cat_and_dog", "flower")]
 
     with library_db.session() as s:
@@ -113,7 +114,7 @@ def test_ranked_results_honour_limit_and_sort_tokens(library_db):
 
 
 def test_resolved_query_match_agrees_with_sql(library_db):
-    def text(session, term):
+    def text(session, text):
         return [(pid, 0.1) for pid in _ids(library_db, "park", "car", "broken")]
 
     query = parse('~"green things" , cat', now=NOW)
@@ -162,10 +163,14 @@ class PortraitTerm(Node):
 def test_plugins_register_query_fields(library_db):
     from phototag.query.values import parse_bool
 
-    register_field("portrait", lambda v: PortraitTerm(parse_bool(v.plain(), field=v.field)), help="taller than wide")
+    spec = FieldSpec("portrait", lambda v: PortraitTerm(parse_bool(v.plain(), field=v.field)), "taller than wide")
+    register_field(spec)  # what a plugin's register_query_fields hook returns
     try:
+        assert spec in field_specs()
         with pytest.raises(ValueError, match="already registered"):
             register_field("portrait", lambda v: PortraitTerm(True))
+        with pytest.raises(ValueError, match="already registered"):
+            register_field("camera", lambda v: PortraitTerm(True))  # built-ins cannot be shadowed
         query = parse("portrait:false width:..3000", now=NOW)
         with library_db.session() as s:
             sql = {library_db.key_of[i] for i in search_ids(s, query)}
