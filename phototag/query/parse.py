@@ -187,19 +187,28 @@ def parse_term(word: str, now: dt.datetime) -> Node:
 
 def _positive_term(word: str, now: dt.datetime) -> Node:
     if word.startswith("~"):
-        text = word[1:].strip()
+        text = _unquote(word[1:].strip()).strip()
         if not text:
             raise QueryError('"~" must be followed by a description, e.g. ~"a dog on a beach"')
         return TextTerm(text=text)
     m = _FIELD_RE.match(word)
     if m:
         spec = _fields.get_field(m["field"])
-        value, mode = _split_mode(m["rest"])
+        value, mode = _split_mode(_unquote(m["rest"]))
+        value = _unquote(value)
         return spec.factory(_fields.FieldValue(spec.name, value, mode, now))
     # a bare word is a tag; "\:" "\^" "\~" "\," escape the characters the grammar uses
-    text = re.sub(r"\\([:^~,])", r"\1", word)
+    text = re.sub(r"\\([:^~,])", r"\1", _unquote(word))
     value, mode = _split_mode(text) if text.startswith(("=", ":")) else (text, "default")
     return _fields.get_field("tag").factory(_fields.FieldValue("tag", value, mode, now))
+
+
+def _unquote(text: str) -> str:
+    """Drop one pair of surrounding double quotes: a shell that was given '~"a dog"' or
+    'tag:"tabby cat"' hands them over."""
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return text[1:-1]
+    return text
 
 
 def _split_mode(rest: str) -> tuple[str, str]:

@@ -60,3 +60,12 @@ def test_match_agrees_with_sql_for_every_golden_query(library_db, views):
         assert sql == py, f"{query_text!r}: SQL {sorted(sql)} vs match {sorted(py)}"
         checked += 1
     assert checked >= 50
+
+
+def test_shell_quoting_reaches_the_same_query():
+    """What bash hands over for the documented spellings."""
+    assert parse(['~"a dog on a beach"'], now=NOW) == parse(["~a dog on a beach"], now=NOW)
+    assert parse(['tag:"tabby cat"'], now=NOW) == parse(["tag:tabby cat"], now=NOW)
+    assert parse(['"tabby cat"'], now=NOW) == parse(["tabby cat"], now=NOW)
+    assert parse(['camera::"^NIKON Z"'], now=NOW) == parse(["camera::^NIKON Z"], now=NOW)
+    assert parse("~'a dog'", now=NOW) == parse(["~a dog"], now=NOW)
