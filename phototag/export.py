@@ -1,0 +1,412 @@
+"""Writing tags where photo apps read them: the exporter contract and the export service.
+
+The library database is the source of truth; sidecars and other applications' databases are outputs.
+:func:`export_photos` reads each photo's tags, asks every chosen exporter for the hash of what it
+would write, skips photos whose hash matches the one stored in ``export_state`` (and whose target
+still exists), writes the others and records the new hash. ``dry_run`` writes nothing, files or
+database.
+
+Exporters come from plugins (hook ``register_exporters``); phototag's own are ``xmp`` and
+``digikam`` in ``phototag_plugins``. This module is also a built-in plugin: its ``photos_tagged``
+implementation exports freshly tagged photos with the enabled exporters.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from phototag.db.models import ExportState, Photo, PhotoStatus, PhotoTag, Tag, TagSource, utcnow
+from phototag.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from phototag.config import Settings
+    from phototag.db.engine import Database
+    from phototag.library import Library
+
+log = logging.getLogger(__name__)
+
+#: what happened to one photo with one exporter
+WRITTEN = "written"
+WOULD_WRITE = "would-write"  # dry run
+UNCHANGED = "unchanged"  # same content hash as last time: nothing to do
+SKIPPED = "skipped"  # the exporter had nothing to do (detail says why)
+FAILED = "failed"
+
+
+class ExportError(Exception):
+    """An export cannot run (unknown exporter, app database in use, …); the message says why."""
+
+
+@dataclass(frozen=True)
+class ExportTag:
+    """One tag of a photo as exporters see it: its hierarchical path from the top-level tag."""
+
+    path: tuple[str, ...]  #: English names, e.g. ("animal", "cat", "tabby cat")
+    path_zh: tuple[str, ...]  #: Chinese names, English where a tag has none
+    sources: tuple[str, ...]  #: TagSource values that gave the photo this tag
+
+    @property
+    def leaf(self) -> str:
+        return self.path[-1]
+
+
+@dataclass
+class ExportItem:
+    """Everything an exporter needs to know about one photo."""
+
+    photo_id: int
+    path: Path
+    sha256: str | None
+    tags: list[ExportTag]  #: model, manual and plugin tags (never ``imported`` ones)
+    imported: list[tuple[str, ...]] = field(default_factory=list)  #: the user's own keywords
+
+    def tag_paths(self, language: str = "en") -> list[tuple[str, ...]]:
+        return sorted({t.path_zh if language == "zh" else t.path for t in self.tags})
+
+
+@dataclass
+class ExportResult:
+    exporter: str
+    photo_id: int
+    path: str
+    action: str  # WRITTEN | WOULD_WRITE | UNCHANGED | SKIPPED | FAILED
+    target: str | None = None
+    detail: str = ""
+    content_hash: str | None = None
+
+
+@dataclass
+class ExportReport:
+    dry_run: bool
+    exporters: list[str]
+    results: list[ExportResult] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for result in self.results:
+            out[result.action] = out.get(result.action, 0) + 1
+        return out
+
+    @property
+    def failed(self) -> list[ExportResult]:
+        return [r for r in self.results if r.action == FAILED]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "exporters": self.exporters,
+            "counts": self.counts(),
+            "results": [asdict(r) for r in self.results],
+        }
+
+
+class Exporter(abc.ABC):
+    """Base class of every exporter. Subclasses set ``name`` and implement :meth:`write`.
+
+    Lifecycle per export run: :meth:`open` once, :meth:`write` per photo, :meth:`close` once
+    (also after a failure). ``options`` is the plugin's settings table."""
+
+    name: str = ""
+    description: str = ""
+    #: True when :meth:`close` commits everything at once (an app database): the service then
+    #: records export state only after a successful close, so a crash never marks unwritten photos.
+    transactional: bool = False
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        self.options: dict[str, Any] = dict(options or {})
+
+    def target(self, item: ExportItem) -> str | None:
+        """Where :meth:`write` would write for this photo (sidecar path, database path)."""
+        return None
+
+    def content_hash(self, item: ExportItem) -> str:
+        """Hash of what would be written; equal hashes mean the photo is skipped."""
+        payload = {
+            "exporter": self.name,
+            "tags": [list(p) for p in sorted({t.path for t in item.tags})],
+            "tags_zh": [list(p) for p in sorted({t.path_zh for t in item.tags})],
+            "options": self.options,
+            "target": self.target(item),
+        }
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def is_current(self, item: ExportItem, state_target: str | None) -> bool:
+        """Whether what was written last time is still there (else it is written again)."""
+        return state_target is not None and Path(state_target).exists()
+
+    def open(self, dry_run: bool) -> None:
+        """Prepare for a run (check an app is closed, back up its database, …)."""
+
+    @abc.abstractmethod
+    def write(self, item: ExportItem, dry_run: bool) -> ExportResult:
+        """Write one photo's tags (or, with ``dry_run``, say what would be written)."""
+
+    def close(self, ok: bool) -> None:
+        """End the run; ``ok`` is False when it was interrupted by an error."""
+
+
+# ---- reading photos and their tags -------------------------------------------------------------
+
+
+def _session_factory(db: "Library | Database | Engine | sessionmaker[Session]") -> Callable[[], Session]:
+    if hasattr(db, "db") and hasattr(db, "settings"):  # a Library
+        db = db.db
+    if isinstance(db, Engine):
+        return sessionmaker(db, expire_on_commit=False)
+    maker = getattr(db, "sessionmaker", None)
+    if maker is not None:
+        return maker
+    if callable(db):
+        return db
+    raise TypeError(f"expected a Database, Engine or sessionmaker, got {db!r}")
+
+
+class _TagPaths:
+    """tag id → path tuples, following ``parent_id`` (cycles are cut, not followed forever)."""
+
+    def __init__(self, session: Session) -> None:
+        self.rows = {tid: (name, zh, pid) for tid, name, zh, pid in
+                     session.execute(select(Tag.id, Tag.name, Tag.name_zh, Tag.parent_id))}
+        self._cache: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+    def get(self, tag_id: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        if tag_id in self._cache:
+            return self._cache[tag_id]
+        en: list[str] = []
+        zh: list[str] = []
+        seen: set[int] = set()
+        current: int | None = tag_id
+        while current is not None and current not in seen and current in self.rows:
+            seen.add(current)
+            name, name_zh, parent = self.rows[current]
+            en.append(name)
+            zh.append(name_zh or name)
+            current = parent
+        result = (tuple(reversed(en)), tuple(reversed(zh)))
+        self._cache[tag_id] = result
+        return result
+
+
+def load_items(session: Session, photo_ids: Sequence[int], tag_paths: _TagPaths | None = None) -> list[ExportItem]:
+    """Build export items for ``photo_ids`` (in that order; ids that do not exist are dropped)."""
+    tag_paths = tag_paths or _TagPaths(session)
+    photos = {p.id: p for p in session.scalars(select(Photo).where(Photo.id.in_(photo_ids)))}
+    by_photo: dict[int, dict[int, set[str]]] = {}
+    for photo_id, tag_id, source in session.execute(
+        select(PhotoTag.photo_id, PhotoTag.tag_id, PhotoTag.source).where(PhotoTag.photo_id.in_(photo_ids))
+    ):
+        by_photo.setdefault(photo_id, {}).setdefault(tag_id, set()).add(source)
+    items = []
+    for photo_id in photo_ids:
+        photo = photos.get(photo_id)
+        if photo is None:
+            continue
+        tags: dict[tuple[str, ...], ExportTag] = {}
+        imported: set[tuple[str, ...]] = set()
+        for tag_id, sources in by_photo.get(photo_id, {}).items():
+            en, zh = tag_paths.get(tag_id)
+            if not en:
+                continue
+            if TagSource.imported.value in sources:
+                imported.add(en)
+            exported_sources = tuple(sorted(sources - {TagSource.imported.value}))
+            if exported_sources:
+                tags[en] = ExportTag(path=en, path_zh=zh, sources=exported_sources)
+        items.append(ExportItem(photo_id=photo.id, path=Path(photo.path), sha256=photo.sha256,
+                                tags=[tags[k] for k in sorted(tags)], imported=sorted(imported)))
+    return items
+
+
+# ---- the service -------------------------------------------------------------------------------
+
+
+def resolve_exporters(names: Sequence[str] | None, settings: "Settings | None" = None) -> list[Exporter]:
+    """The exporters called ``names`` (None: every exporter of the enabled plugins)."""
+    from phototag import plugins
+
+    available = plugins.exporters(settings)
+    if names is None:
+        return [available[n] for n in sorted(available)]
+    chosen = []
+    for name in names:
+        if name not in available:
+            hint = ", ".join(sorted(available)) or "none"
+            raise ExportError(
+                f"no exporter named {name!r} (available: {hint}). Exporters come from plugins: "
+                f"enable one with [plugins] enabled = [\"{name}\"] in config.toml; "
+                "`phototag plugins` lists what is installed."
+            )
+        chosen.append(available[name])
+    return chosen
+
+
+def export_photos(
+    db: "Library | Database | Engine | sessionmaker[Session]",
+    photo_ids: Iterable[int] | None = None,
+    exporters: Sequence[str] | Sequence[Exporter] | None = None,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    settings: "Settings | None" = None,
+    progress: Callable[[ExportResult], None] | None = None,
+    batch_size: int = 200,
+) -> ExportReport:
+    """Export the tags of ``photo_ids`` (None: every photo that is present) with ``exporters``
+    (names, exporter objects, or None for every enabled exporter).
+
+    Photos whose content hash matches the last export (and whose target still exists) are
+    ``unchanged`` unless ``force``. A photo that fails is reported and the others go on; an
+    exporter that cannot start (:meth:`Exporter.open` raises) raises :class:`ExportError`."""
+    if exporters is not None and all(isinstance(e, Exporter) for e in exporters):
+        chosen: list[Exporter] = list(exporters)  # type: ignore[arg-type]
+    else:
+        chosen = resolve_exporters(list(exporters) if exporters is not None else None, settings)  # type: ignore[arg-type]
+    make_session = _session_factory(db)
+    report = ExportReport(dry_run=dry_run, exporters=[e.name for e in chosen])
+    if not chosen:
+        return report
+
+    with make_session() as session:
+        if photo_ids is None:
+            ids = list(session.scalars(
+                select(Photo.id).where(Photo.status == PhotoStatus.ok.value).order_by(Photo.id)))
+        else:
+            ids = list(dict.fromkeys(photo_ids))
+        statuses = dict(session.execute(select(Photo.id, Photo.status).where(Photo.id.in_(ids)))) if ids else {}
+        tag_paths = _TagPaths(session)
+
+    opened: list[Exporter] = []
+    deferred: list[ExportResult] = []  # written by transactional exporters, stored after close
+    ok = False
+    try:
+        for exporter in chosen:
+            try:
+                exporter.open(dry_run)
+            except ExportError:
+                raise
+            except Exception as exc:
+                raise ExportError(f"exporter {exporter.name!r} cannot start: {exc}") from exc
+            opened.append(exporter)
+        for start in range(0, len(ids), batch_size):
+            batch_ids = ids[start:start + batch_size]
+            with make_session() as session:
+                items = load_items(session, batch_ids, tag_paths)
+                states = {
+                    (s.photo_id, s.exporter): s
+                    for s in session.scalars(select(ExportState).where(
+                        ExportState.photo_id.in_(batch_ids),
+                        ExportState.exporter.in_([e.name for e in chosen])))
+                }
+            written: list[ExportResult] = []
+            for item in items:
+                for exporter in chosen:
+                    result = _export_one(exporter, item, states.get((item.photo_id, exporter.name)),
+                                         statuses.get(item.photo_id), dry_run, force)
+                    report.results.append(result)
+                    if result.action == WRITTEN:
+                        (deferred if exporter.transactional else written).append(result)
+                    if progress is not None:
+                        progress(result)
+            if written and not dry_run:
+                _store_states(make_session, written)
+        ok = True
+    finally:
+        for exporter in opened:
+            try:
+                exporter.close(ok)
+            except Exception as exc:  # closing must not hide the first error
+                log.error("closing exporter %s failed: %s", exporter.name, exc)
+                if ok:
+                    raise ExportError(f"exporter {exporter.name!r} failed to finish: {exc}") from exc
+    if deferred and not dry_run:
+        _store_states(make_session, deferred)
+    return report
+
+
+def _export_one(exporter: Exporter, item: ExportItem, state: ExportState | None, status: str | None,
+                dry_run: bool, force: bool) -> ExportResult:
+    if status is not None and status != PhotoStatus.ok.value:
+        return ExportResult(exporter.name, item.photo_id, str(item.path), SKIPPED, detail=f"photo is {status}")
+    try:
+        digest = exporter.content_hash(item)
+        if (not force and state is not None and state.content_hash == digest
+                and exporter.is_current(item, state.target)):
+            return ExportResult(exporter.name, item.photo_id, str(item.path), UNCHANGED, state.target,
+                                content_hash=digest)
+        result = exporter.write(item, dry_run)
+        result.content_hash = digest
+        return result
+    except Exception as exc:  # one bad photo must not stop a library-wide export
+        log.warning("export of %s with %s failed: %s", item.path, exporter.name, exc)
+        return ExportResult(exporter.name, item.photo_id, str(item.path), FAILED, detail=str(exc))
+
+
+def _store_states(make_session: Callable[[], Session], written: list[ExportResult]) -> None:
+    with make_session() as session, session.begin():
+        keys = {(r.photo_id, r.exporter) for r in written}
+        existing = {
+            (s.photo_id, s.exporter): s
+            for s in session.scalars(select(ExportState).where(
+                ExportState.photo_id.in_({k[0] for k in keys}),
+                ExportState.exporter.in_({k[1] for k in keys})))
+        }
+        for result in written:
+            state = existing.get((result.photo_id, result.exporter))
+            if state is None:
+                state = ExportState(photo_id=result.photo_id, exporter=result.exporter,
+                                    content_hash=result.content_hash or "")
+                session.add(state)
+                existing[(result.photo_id, result.exporter)] = state
+            state.content_hash = result.content_hash or ""
+            state.target = result.target
+            state.exported_at = utcnow()
+
+
+# ---- built-in plugin: export after tagging -----------------------------------------------------
+
+
+def auto_export_names(settings: "Settings") -> list[str] | None:
+    """Which exporters run after tagging: ``[export] auto`` is true (all enabled, the default),
+    false (none → empty list) or a list of exporter names."""
+    value = settings.get("export.auto", True)
+    if value is True:
+        return None
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+@hookimpl
+def photos_tagged(library: "Library", photo_ids: list[int]) -> None:
+    """Export freshly tagged photos with the enabled exporters (``[export] auto``).
+
+    Problems are logged, never raised: tagging must go on when a sidecar cannot be written."""
+    settings = library.settings
+    names = auto_export_names(settings)
+    if names == [] or not photo_ids:
+        return
+    try:
+        if names is None:
+            from phototag import plugins
+
+            if not plugins.exporters(settings):
+                return
+        report = export_photos(library, photo_ids, names, settings=settings)
+    except Exception as exc:
+        log.error("automatic export after tagging failed: %s", exc)
+        return
+    for result in report.failed:
+        log.warning("automatic %s export of %s failed: %s", result.exporter, result.path, result.detail)

@@ -1,0 +1,344 @@
+"""XMP keyword fields in sidecars and image files, through exiv2 (python-exiv2).
+
+Three fields carry keywords, and phototag writes all three:
+
+============================  =========  ===========================================================
+``Xmp.digiKam.TagsList``      rdf:Seq    full paths joined with ``/`` (``phototag/animal/cat``)
+``Xmp.lr.hierarchicalSubject``  rdf:Bag  paths joined with ``|``, every ancestor path too
+``Xmp.dc.subject``            rdf:Bag    leaf names (``cat``)
+============================  =========  ===========================================================
+
+phototag's tags live under one root keyword (default ``phototag``), so an update replaces only the
+entries under that root. ``dc:subject`` has no hierarchy, so the leaf names phototag itself added
+are listed in ``Xmp.phototag.subjects``; an update removes exactly those and never a keyword that
+was there before phototag. Every other property of the packet is kept as exiv2 read it.
+
+Files are never edited in place: the sidecar (or image) is copied to a temporary file beside it,
+exiv2 edits the copy, the copy is flushed to disk and renamed over the original.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+log = logging.getLogger(__name__)
+
+PHOTOTAG_NS = "http://ns.phototag.invalid/xmp/1.0/"
+PHOTOTAG_PREFIX = "phototag"
+
+TAGS_LIST = "Xmp.digiKam.TagsList"
+HIERARCHICAL = "Xmp.lr.hierarchicalSubject"
+SUBJECT = "Xmp.dc.subject"
+RECORD = f"Xmp.{PHOTOTAG_PREFIX}.subjects"
+#: hierarchical keyword fields other tools write, with their separators (read only)
+OTHER_HIERARCHICAL = {"Xmp.MicrosoftPhoto.LastKeywordXMP": "/", "Xmp.mediapro.CatalogSets": "|"}
+IPTC_KEYWORDS = "Iptc.Application2.Keywords"
+
+#: top-level keywords that are another tool's bookkeeping, not the user's (darktable|format|nef …)
+IGNORED_ROOTS = ("darktable",)
+
+#: formats exiv2 can write safely in place of a copy (never RAW, HEIF: exiv2 reads those only)
+WRITABLE_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp"}
+
+
+class XmpError(Exception):
+    """A sidecar or image could not be read or written; the message names the file."""
+
+
+_init_lock = threading.Lock()
+_initialised = False
+
+
+def _exiv2():
+    """Import exiv2 and register phototag's namespace once (never at import time of the plugin)."""
+    global _initialised
+    import exiv2
+
+    if not _initialised:
+        with _init_lock:
+            if not _initialised:
+                exiv2.XmpParser.initialize()
+                try:
+                    exiv2.XmpProperties.registerNs(PHOTOTAG_NS, PHOTOTAG_PREFIX)
+                except exiv2.Exiv2Error:  # already registered by a packet that used it
+                    pass
+                _initialised = True
+    return exiv2
+
+
+# ---- sidecar names -----------------------------------------------------------------------------
+
+
+def sidecar_candidates(photo: Path) -> tuple[Path, Path]:
+    """The two sidecar names in use: ``photo.xmp`` (digiKam's "compatible" names, Lightroom) and
+    ``photo.jpg.xmp`` (digiKam's and darktable's default)."""
+    photo = Path(photo)
+    return photo.with_suffix(".xmp"), photo.with_name(photo.name + ".xmp")
+
+
+def _existing(path: Path) -> Path | None:
+    for candidate in (path, path.with_suffix(".XMP")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_sidecars(photo: Path) -> list[Path]:
+    """Existing sidecars of ``photo``, the preferred one (``photo.xmp``) first."""
+    found = []
+    for candidate in sidecar_candidates(photo):
+        existing = _existing(candidate)
+        if existing is not None and existing not in found:
+            found.append(existing)
+    return found
+
+
+def sidecar_path(photo: Path, style: str = "name.ext.xmp") -> Path:
+    """The sidecar to update: an existing one (``photo.xmp`` preferred, as digiKam does) or a new
+    one named after ``style``: ``"name.ext.xmp"`` (photo.jpg.xmp) or ``"name.xmp"`` (photo.xmp)."""
+    existing = find_sidecars(photo)
+    if existing:
+        return existing[0]
+    stem_style, ext_style = sidecar_candidates(photo)
+    if style in ("name.xmp", "stem", "compatible"):
+        return stem_style
+    if style in ("name.ext.xmp", "ext", "append", "digikam", "darktable"):
+        return ext_style
+    raise XmpError(f"unknown sidecar style {style!r}: use \"name.ext.xmp\" or \"name.xmp\"")
+
+
+# ---- the keyword update (pure) -----------------------------------------------------------------
+
+
+@dataclass
+class KeywordFields:
+    """The keyword-carrying values of one XMP packet."""
+
+    tags_list: list[str] = field(default_factory=list)
+    hierarchical: list[str] = field(default_factory=list)
+    subject: list[str] = field(default_factory=list)
+    record: list[str] = field(default_factory=list)  # dc:subject entries phototag added
+
+
+def _under(value: str, root: str, sep: str) -> bool:
+    return value == root or value.startswith(root + sep)
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def merge_keywords(current: KeywordFields, paths: Sequence[Sequence[str]], root: str) -> KeywordFields:
+    """Replace phototag's keywords in ``current`` by ``paths`` (each a tuple of names below
+    ``root``), keeping every other keyword in its place."""
+    if not root or "/" in root or "|" in root:
+        raise XmpError(f"the keyword root must be one non-empty name without / or |, not {root!r}")
+    clean = [tuple(part.strip() for part in p) for p in paths if p]
+    clean = [p for p in clean if all(p)]
+    tags_list = [v for v in current.tags_list if not _under(v, root, "/")]
+    tags_list += _unique("/".join((root, *p)) for p in sorted(clean))
+    hierarchical = [v for v in current.hierarchical if not _under(v, root, "|")]
+    ancestors: list[str] = []
+    for p in sorted(clean):
+        for depth in range(1, len(p) + 1):
+            ancestors.append("|".join((root, *p[:depth])))
+    hierarchical += [v for v in _unique(ancestors) if v not in hierarchical]
+    previously_ours = set(current.record)
+    base = [v for v in current.subject if v not in previously_ours]
+    added = [leaf for leaf in _unique(p[-1] for p in sorted(clean)) if leaf not in base]
+    return KeywordFields(
+        tags_list=_unique(tags_list),
+        hierarchical=_unique(hierarchical),
+        subject=base + added,
+        record=added,
+    )
+
+
+# ---- exiv2 access ------------------------------------------------------------------------------
+
+
+def _read_array(xmp_data, key: str) -> list[str]:
+    exiv2 = _exiv2()
+    it = xmp_data.findKey(exiv2.XmpKey(key))
+    if it == xmp_data.end():
+        return []
+    count = it.count()
+    if count <= 0:
+        return []
+    if it.typeName() in ("XmpBag", "XmpSeq", "XmpAlt"):
+        values = [it.toString(i) for i in range(count)]
+    else:
+        values = [it.toString()]
+    return [v.strip() for v in values if v and v.strip()]
+
+
+def _set_array(xmp_data, key: str, values: list[str], seq: bool) -> None:
+    exiv2 = _exiv2()
+    it = xmp_data.findKey(exiv2.XmpKey(key))
+    while it != xmp_data.end():
+        xmp_data.erase(it)
+        it = xmp_data.findKey(exiv2.XmpKey(key))
+    if not values:
+        return
+    value = exiv2.XmpArrayValue(exiv2.TypeId.xmpSeq if seq else exiv2.TypeId.xmpBag)
+    for item in values:
+        value.read(item)
+    xmp_data.add(exiv2.XmpKey(key), value)
+
+
+def read_fields(xmp_data) -> KeywordFields:
+    return KeywordFields(
+        tags_list=_read_array(xmp_data, TAGS_LIST),
+        hierarchical=_read_array(xmp_data, HIERARCHICAL),
+        subject=_read_array(xmp_data, SUBJECT),
+        record=_read_array(xmp_data, RECORD),
+    )
+
+
+def write_fields(xmp_data, fields: KeywordFields) -> None:
+    _set_array(xmp_data, TAGS_LIST, fields.tags_list, seq=True)
+    _set_array(xmp_data, HIERARCHICAL, fields.hierarchical, seq=False)
+    _set_array(xmp_data, SUBJECT, fields.subject, seq=False)
+    _set_array(xmp_data, RECORD, fields.record, seq=False)
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _temp_beside(target: Path) -> Iterator[Path]:
+    """A temporary path in ``target``'s folder (same file system, so the rename is atomic),
+    removed again unless it was renamed."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".phototag-tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    """Flush ``tmp`` and rename it over ``target`` (the only step that changes the user's file)."""
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+
+
+def update_keywords(target: Path, paths: Sequence[Sequence[str]], root: str, *, create: bool,
+                    dry_run: bool = False) -> tuple[bool, KeywordFields]:
+    """Set phototag's keywords in ``target`` (a sidecar, or an image exiv2 can write).
+
+    ``create`` makes a new sidecar when ``target`` does not exist. Returns (changed, new fields);
+    nothing is written when the fields are already right, or with ``dry_run``."""
+    exiv2 = _exiv2()
+    target = Path(target)
+    exists = target.exists()
+    if not exists and not create:
+        raise XmpError(f"{target} does not exist")
+    try:
+        if exists:
+            image = exiv2.ImageFactory.open(str(target))
+            image.readMetadata()
+            current = read_fields(image.xmpData())
+        else:
+            current = KeywordFields()
+        new = merge_keywords(current, paths, root)
+        if new == current or (not exists and not new.tags_list):
+            return False, new
+        if dry_run:
+            return True, new
+        with _temp_beside(target) as tmp:
+            if exists:
+                shutil.copy2(target, tmp)
+                image = exiv2.ImageFactory.open(str(tmp))
+                image.readMetadata()
+            else:
+                tmp.unlink()
+                image = exiv2.ImageFactory.create(exiv2.ImageType.xmp, str(tmp))
+            write_fields(image.xmpData(), new)
+            image.writeMetadata()
+            del image  # close exiv2's file handle before the rename
+            _replace(tmp, target)
+        return True, new
+    except exiv2.Exiv2Error as exc:
+        raise XmpError(f"{target}: {exc}") from exc
+
+
+# ---- reading the user's keywords ---------------------------------------------------------------
+
+
+def _split(value: str, sep: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(sep) if part.strip())
+
+
+def _keywords_from_xmp(xmp_data, root: str | None) -> tuple[set[tuple[str, ...]], set[str]]:
+    hierarchical: set[tuple[str, ...]] = set()
+    fields = read_fields(xmp_data)
+    for value in fields.tags_list:
+        hierarchical.add(_split(value, "/"))
+    for value in fields.hierarchical:
+        hierarchical.add(_split(value, "|"))
+    for key, sep in OTHER_HIERARCHICAL.items():
+        for value in _read_array(xmp_data, key):
+            hierarchical.add(_split(value, sep))
+    ours = set(fields.record)
+    flat = {v for v in fields.subject if v not in ours}
+    if root:
+        hierarchical = {p for p in hierarchical if p and p[0] != root}
+    return hierarchical, flat
+
+
+def read_keywords(path: Path | str, root: str | None = "phototag",
+                  ignored_roots: Sequence[str] = IGNORED_ROOTS) -> list[str]:
+    """The user's own keywords of a photo, as ``/``-joined hierarchical paths, sorted.
+
+    Reads both sidecar names, the photo's embedded XMP and its IPTC keywords. Keywords under
+    phototag's ``root`` and the ``dc:subject`` entries phototag added are left out (they are
+    phototag's own), so are other tools' bookkeeping trees (``darktable|…``). A flat keyword that
+    is also a level of a hierarchical keyword is not repeated. Files exiv2 cannot read are
+    skipped (logged), so this never fails on a photo."""
+    exiv2 = _exiv2()
+    path = Path(path)
+    hierarchical: set[tuple[str, ...]] = set()
+    flat: set[str] = set()
+    for source in [*find_sidecars(path), path]:
+        try:
+            image = exiv2.ImageFactory.open(str(source))
+            image.readMetadata()
+        except exiv2.Exiv2Error as exc:
+            log.debug("no keywords read from %s: %s", source, exc)
+            continue
+        h, f = _keywords_from_xmp(image.xmpData(), root)
+        hierarchical |= h
+        flat |= f
+        if source == path:
+            iptc = image.iptcData()
+            for datum in iptc:
+                if datum.key() == IPTC_KEYWORDS:
+                    value = datum.toString().strip()
+                    if value:
+                        flat.add(value)
+    ignored = set(ignored_roots)
+    hierarchical = {p for p in hierarchical if p and p[0] not in ignored}
+    flat = {f for f in flat if f.split("|")[0].strip() not in ignored}
+    levels = {name for p in hierarchical for name in p}
+    result = {"/".join(p) for p in hierarchical}
+    result |= {f for f in flat if f not in levels}
+    return sorted(result)
