@@ -13,6 +13,7 @@ Shared by ``scan``, ``watch`` and ``retag``:
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import queue
@@ -46,6 +47,9 @@ class Job:
     size: int | None = None
     mtime: float | None = None
     sha256: str | None = None
+    #: set for jobs claimed from the work queue: the row's ``enqueued_at`` at claim time. The batch
+    #: deletes the row only if it was not enqueued again meanwhile (the file changed in flight).
+    queued_at: datetime.datetime | None = None
 
 
 @dataclass
@@ -309,8 +313,13 @@ class Pipeline:
                     lib.record_error(session, job.path, job.root, decoded.error, job.size, job.mtime, job.sha256)
                     report.failed += 1
                     report.errors.append((str(job.path), decoded.error))
-            paths = [str(d.job.path) for d in batch]
-            session.execute(WorkItem.__table__.delete().where(WorkItem.path.in_(paths)))
+            paths = [str(d.job.path) for d in batch if d.job.queued_at is None]
+            if paths:
+                session.execute(WorkItem.__table__.delete().where(WorkItem.path.in_(paths)))
+            for d in batch:
+                if d.job.queued_at is not None:
+                    session.execute(WorkItem.__table__.delete().where(
+                        WorkItem.path == str(d.job.path), WorkItem.enqueued_at <= d.job.queued_at))
         self.progress("advance", len(batch))
         if committed and self.on_commit is not None:
             try:

@@ -24,7 +24,7 @@ app = typer.Typer(
 
 # Each module defines register(app). The order is the order of `phototag --help`.
 COMMAND_MODULES = [
-    "scan", "search", "show", "tags", "db",
+    "scan", "watch", "status", "search", "show", "tags", "db", "service",
 ]
 
 

@@ -1,0 +1,808 @@
+"""``phototag watch``: keep a library tagged while photos arrive, move and disappear.
+
+Threads (all in one process, one library database):
+
+* **watchdog observer(s)** — inotify, or polling for network filesystems, ``--polling``, and roots
+  for which inotify ran out of watches. They only put events on a queue.
+* **the event thread** (:meth:`Watcher._event_loop`) — the only place that decides what an event
+  means: it tracks new/changed files until their size and mtime have been stable for
+  ``watch.stable_seconds`` and then *enqueues* them (:mod:`phototag.ingest.queue`, committed);
+  applies moves (tags follow the file) and, after a short delay, deletes (photos marked missing, never
+  purged); checks every few seconds that each root is still there (an unmounted drive pauses its root
+  instead of marking its photos missing) and runs the periodic reconcile pass.
+* **the calling thread** runs :meth:`phototag.pipeline.Pipeline.process` on a never-ending stream of
+  jobs claimed from the queue (:meth:`Watcher._jobs`); decoding happens in its pool, inference in
+  the calling thread, and each batch commits its tags together with the removal of its queue rows.
+
+On start a reconcile pass enqueues whatever changed while the daemon was off, and rows left in the
+queue by a crash are simply claimed again: nothing is lost, nothing is tagged twice.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import queue as queue_mod
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from sqlalchemy import select, update
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.inotify import InotifyObserver
+from watchdog.observers.polling import PollingObserver
+
+from phototag.db.models import Photo, PhotoStatus, WorkItem, utcnow
+from phototag.ingest.queue import PRIORITY_CATCH_UP, PRIORITY_NEW, QueuedItem, WorkQueue
+from phototag.ingest.walk import FoundFile, is_ignored_name, is_skipped_dir, iter_photo_files
+from phototag.library import Library
+from phototag.pipeline import Job, Pipeline, Report
+from phototag.tagging.base import Tagger
+
+log = logging.getLogger("phototag.watch")
+
+#: filesystem types on which inotify sees no changes made by other machines: watched by polling
+NETWORK_FILESYSTEMS = {
+    "nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "9p", "afs", "ncpfs", "coda", "ceph",
+    "glusterfs", "lustre", "gpfs", "davfs", "fuse.sshfs", "sshfs", "fuse.rclone", "fuse.s3fs",
+    "fuse.gcsfuse", "fuse.glusterfs", "fuse.cephfs", "fuse.davfs2", "virtiofs", "vboxsf", "vmhgfs",
+    "fuse.vmhgfs-fuse", "prl_fs", "drvfs",
+}
+
+WATCHED_EVENTS = [
+    FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent,
+    DirCreatedEvent, DirMovedEvent, DirDeletedEvent,
+]
+
+ROOT_CHECK_SECONDS = 2.0
+DELETE_DELAY_SECONDS = 1.0  # a delete waits this long: an unmount or `rm -rf root` must not mark missing
+IDLE_CLAIM_SECONDS = 30.0  # the consumer re-reads the queue at least this often when idle
+
+
+class WatchError(Exception):
+    """``phototag watch`` cannot start (no roots, another watcher running, …)."""
+
+
+# ---- where a root lives -------------------------------------------------------------------------
+def _unescape_mount(field_: str) -> str:
+    # /proc/mounts escapes space, tab, newline and backslash as octal
+    out, i = [], 0
+    while i < len(field_):
+        if field_[i] == "\\" and i + 3 < len(field_) + 0 and field_[i + 1:i + 4].isdigit():
+            out.append(chr(int(field_[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field_[i])
+            i += 1
+    return "".join(out)
+
+
+def filesystem_type(path: Path | str, mounts_text: str | None = None) -> str | None:
+    """The filesystem type (``ext4``, ``nfs4``, ``fuse.sshfs`` …) that ``path`` lives on, from
+    ``/proc/mounts`` (or ``mounts_text``); None when unknown (not Linux)."""
+    if mounts_text is None:
+        try:
+            mounts_text = Path("/proc/mounts").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+    path = os.path.realpath(path)
+    best, best_type = "", None
+    for line in mounts_text.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount_point = _unescape_mount(parts[1])
+        inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, best_type = mount_point, parts[2]
+    return best_type
+
+
+def is_network_filesystem(path: Path | str, mounts_text: str | None = None) -> bool:
+    fs = filesystem_type(path, mounts_text)
+    return fs is not None and (fs in NETWORK_FILESYSTEMS or fs.split(".")[0] in {"nfs", "cifs", "smb3"})
+
+
+# ---- state ---------------------------------------------------------------------------------------
+@dataclass
+class RootState:
+    path: Path
+    device: int | None = None  # st_dev when it was last seen: a different one means another drive
+    paused: bool = False
+    mode: str = "inotify"  # inotify | polling
+    why_polling: str | None = None
+    watch: object | None = None  # the watchdog ObservedWatch
+    observer: object | None = None
+
+    def as_dict(self) -> dict:
+        return {"path": str(self.path), "paused": self.paused, "mode": self.mode, "why_polling": self.why_polling}
+
+
+@dataclass
+class _Pending:
+    deadline: float
+    size: int
+    mtime: float
+    priority: int = PRIORITY_NEW
+
+
+@dataclass
+class WatchStats:
+    tagged: int = 0
+    failed: int = 0
+    moved: int = 0
+    missing: int = 0
+    enqueued: int = 0
+    last_tagged: str | None = None
+    last_tagged_at: str | None = None
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, sink: queue_mod.Queue):
+        self.sink = sink
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self.sink.put(event)
+
+
+class Watcher:
+    """Watch ``roots`` and keep their photos tagged. :meth:`run` blocks until ``stop_event`` is set."""
+
+    def __init__(
+        self,
+        library: Library,
+        tagger: Tagger,
+        roots: Iterable[Path | str],
+        *,
+        stable_seconds: float | None = None,
+        batch_timeout: float | None = None,
+        reconcile_minutes: float | None = None,
+        polling: bool | None = None,
+        poll_seconds: float | None = None,
+        batch_size: int | None = None,
+        decode_workers: int | None = None,
+        stop_event: threading.Event | None = None,
+        on_commit: Callable[[list[int]], None] | None = None,
+        on_state: Callable[[dict], None] | None = None,
+    ):
+        settings = library.settings
+        self.library = library
+        self.tagger = tagger
+        self.roots = [RootState(Path(r).expanduser().resolve()) for r in roots]
+        if not self.roots:
+            raise WatchError("no folders to watch: give them as arguments (phototag watch ~/Pictures)")
+
+        def setting(value, key, default):
+            return float(value) if value is not None else float(settings.get(key, default) or default)
+
+        self.stable_seconds = setting(stable_seconds, "watch.stable_seconds", 3.0)
+        self.batch_timeout = setting(batch_timeout, "watch.batch_timeout", 1.0)
+        self.reconcile_seconds = 60.0 * setting(reconcile_minutes, "watch.reconcile_minutes", 60)
+        self.poll_seconds = setting(poll_seconds, "watch.poll_seconds", 10.0)
+        self.delete_delay = setting(None, "watch.delete_seconds", DELETE_DELAY_SECONDS)
+        self.force_polling = bool(settings.get("watch.polling") if polling is None else polling)
+        self.extensions = {e.lower() for e in settings.get("scan.extensions") or []}
+        self.follow_symlinks = bool(settings.get("scan.follow_symlinks"))
+        self.home = settings.home
+        self.stop_event = stop_event or threading.Event()
+        self.on_state = on_state
+        self.queue = WorkQueue(library)
+        self.stats = WatchStats()
+        self._user_on_commit = on_commit
+        self.report = Report()  # the pipeline's running totals; errors are logged and dropped as they come
+        self.pipeline = Pipeline(
+            library, tagger, batch_size=batch_size, decode_workers=decode_workers,
+            batch_timeout=self.batch_timeout, stop_event=self.stop_event, on_commit=self._committed,
+            progress=self._progress,
+        )
+        self._events: queue_mod.Queue = queue_mod.Queue()
+        self._handler = _Handler(self._events)
+        self._pending: dict[str, _Pending] = {}
+        self._deletes: dict[str, tuple[float, bool]] = {}  # path → (deadline, is_dir)
+        self._wakeup = threading.Event()  # something was enqueued (or we are stopping)
+        self._inotify: InotifyObserver | None = None
+        self._polling: PollingObserver | None = None
+        self._paused_claims: dict[str, object] = {}
+        self._last_reconcile = 0.0
+        self._next_root_check = 0.0
+        self.ready = threading.Event()  # set once watches are in place and the catch-up pass is queued
+
+    # ---- public ---------------------------------------------------------------------------
+    def run(self) -> WatchStats:
+        """Watch until ``stop_event`` is set (SIGTERM/SIGINT in the CLI); the batch in progress is finished."""
+        event_thread = threading.Thread(target=self._event_thread_main, name="phototag-watch-events", daemon=True)
+        try:
+            self._start_observers()
+            self._publish_state()
+            event_thread.start()
+            while not self.stop_event.is_set():
+                try:
+                    self.pipeline.process(self._jobs(), self.report)
+                except Exception as exc:  # the model failed on a batch: rows stay queued, retried, then given up
+                    log.error("tagging failed: %s: %s", type(exc).__name__, exc,
+                              extra={"event": "batch_failed", "error": str(exc)})
+                    self.queue.note_failure(list(self._in_flight), f"{type(exc).__name__}: {exc}")
+                    self.stop_event.wait(2.0)
+        finally:
+            self.stop_event.set()
+            self._wakeup.set()
+            self._events.put(None)
+            if event_thread.is_alive():
+                event_thread.join(timeout=30)
+            self._stop_observers()
+            self._publish_state(stopped=True)
+        return self.stats
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self._wakeup.set()
+        self._events.put(None)
+
+    def state(self) -> dict:
+        return {
+            "pid": os.getpid(),
+            "model": self.tagger.name,
+            "roots": [r.as_dict() for r in self.roots],
+            "stable_seconds": self.stable_seconds,
+            "pending": len(self._pending),
+            "tagged": self.stats.tagged,
+            "failed": self.stats.failed,
+            "last_tagged": self.stats.last_tagged,
+            "last_tagged_at": self.stats.last_tagged_at,
+        }
+
+    # ---- observers ------------------------------------------------------------------------
+    def _start_observers(self) -> None:
+        for root in self.roots:
+            if not self._root_present(root):
+                root.paused = True
+                log.warning("root %s is not there (unmounted?): paused until it comes back", root.path,
+                            extra={"event": "root_paused", "root": str(root.path)})
+                continue
+            root.device = root.path.stat().st_dev
+            self._schedule(root)
+
+    def _schedule(self, root: RootState) -> None:
+        if self.force_polling:
+            root.mode, root.why_polling = "polling", "--polling"
+        elif is_network_filesystem(root.path):
+            root.mode, root.why_polling = "polling", f"network filesystem ({filesystem_type(root.path)})"
+        if root.mode == "inotify":
+            try:
+                if self._inotify is None:
+                    self._inotify = InotifyObserver()
+                    self._inotify.start()
+                root.watch = self._inotify.schedule(
+                    self._handler, str(root.path), recursive=True, event_filter=WATCHED_EVENTS,
+                    follow_symlink=False,
+                )
+                root.observer = self._inotify
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                    raise
+                root.mode = "polling"
+                root.why_polling = f"{exc.strerror or exc} (raise fs.inotify.max_user_watches to use inotify)"
+                log.warning("%s: %s; watching by polling every %.0f s", root.path, root.why_polling,
+                            self.poll_seconds, extra={"event": "polling_fallback", "root": str(root.path)})
+        if root.mode == "polling":
+            if self._polling is None:
+                self._polling = PollingObserver(timeout=self.poll_seconds)
+                self._polling.start()
+            root.watch = self._polling.schedule(self._handler, str(root.path), recursive=True,
+                                                event_filter=WATCHED_EVENTS)
+            root.observer = self._polling
+        log.info("watching %s (%s%s)", root.path, root.mode, f": {root.why_polling}" if root.why_polling else "",
+                 extra={"event": "watching", "root": str(root.path), "mode": root.mode})
+
+    def _unschedule(self, root: RootState) -> None:
+        if root.watch is not None and root.observer is not None:
+            try:
+                root.observer.unschedule(root.watch)
+            except Exception:  # the watch died with its directory
+                pass
+        root.watch = root.observer = None
+
+    def _stop_observers(self) -> None:
+        for obs in (self._inotify, self._polling):
+            if obs is not None:
+                try:
+                    obs.stop()
+                    obs.join(timeout=10)
+                except Exception:  # pragma: no cover - shutting down anyway
+                    log.debug("observer stop failed", exc_info=True)
+
+    # ---- paths ----------------------------------------------------------------------------
+    def _root_of(self, path: str) -> RootState | None:
+        best = None
+        for root in self.roots:
+            prefix = str(root.path).rstrip(os.sep) + os.sep
+            if (path == str(root.path) or path.startswith(prefix)) and (
+                best is None or len(str(root.path)) > len(str(best.path))
+            ):
+                best = root
+        return best
+
+    def _wanted(self, path: str, root: RootState | None = None) -> bool:
+        """Is this a photo file we tag (by name: hidden, temp, sidecar, caches and our home are not)?"""
+        root = root or self._root_of(path)
+        if root is None:
+            return False
+        rel = os.path.relpath(path, root.path)
+        if rel == "." or rel.startswith(".."):
+            return False
+        parts = rel.split(os.sep)
+        if any(is_skipped_dir(p) for p in parts[:-1]) or is_ignored_name(parts[-1]):
+            return False
+        if os.path.splitext(parts[-1])[1].lower() not in self.extensions:
+            return False
+        home = str(self.home).rstrip(os.sep) + os.sep
+        return not path.startswith(home)
+
+    def _root_present(self, root: RootState) -> bool:
+        """The root is there: a folder, on the drive it was on, and not an empty mount point
+        standing in for a drive that holds photos the library knows."""
+        try:
+            st = root.path.stat()
+            if not os.path.isdir(root.path):
+                return False
+            if root.device is not None and st.st_dev != root.device:
+                return False
+            with os.scandir(root.path) as it:
+                empty = next(it, None) is None
+        except OSError:
+            return False
+        if not empty:
+            return True
+        prefix = str(root.path).rstrip(os.sep) + os.sep
+        with self.library.session() as session:
+            known = session.scalar(
+                select(Photo.id).where(Photo.path.startswith(prefix, autoescape=True),
+                                       Photo.status != PhotoStatus.missing.value).limit(1)
+            )
+        return known is None
+
+    # ---- the event thread -----------------------------------------------------------------
+    def _event_thread_main(self) -> None:
+        try:
+            self._catch_up()
+            self.ready.set()
+            self._event_loop()
+        except Exception:  # never die silently: stop the daemon so that systemd restarts it
+            log.exception("the watch event thread failed; stopping")
+            self.stop()
+        finally:
+            self.ready.set()
+
+    def _catch_up(self) -> None:
+        for root in self.roots:
+            if not root.paused:
+                self.reconcile(root)
+        self._last_reconcile = time.monotonic()
+
+    def _event_loop(self) -> None:
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            deadlines = [p.deadline for p in self._pending.values()] + [d for d, _ in self._deletes.values()]
+            next_due = min([self._next_root_check, *deadlines]) if deadlines else self._next_root_check
+            timeout = max(0.0, min(next_due - now, ROOT_CHECK_SECONDS))
+            try:
+                event = self._events.get(timeout=timeout)
+            except queue_mod.Empty:
+                event = None
+            try:
+                while event is not None:
+                    self._on_event(event)
+                    event = self._events.get_nowait()
+            except queue_mod.Empty:
+                pass
+            if self.stop_event.is_set():
+                return
+            try:
+                now = time.monotonic()
+                if now >= self._next_root_check:
+                    self._check_roots()
+                    self._next_root_check = now + ROOT_CHECK_SECONDS
+                self._settle_deletes(now)
+                self._settle_pending(now)
+                if self.reconcile_seconds > 0 and now - self._last_reconcile >= self.reconcile_seconds:
+                    for root in self.roots:
+                        if not root.paused:
+                            self.reconcile(root)
+                    self._last_reconcile = time.monotonic()
+            except Exception:  # a database hiccup must not end the watch; the next pass retries
+                log.exception("watch housekeeping failed")
+
+    def _on_event(self, event: FileSystemEvent) -> None:
+        try:
+            src = os.fsdecode(event.src_path)
+            if isinstance(event, (DirMovedEvent, FileMovedEvent)):
+                self._on_moved(src, os.fsdecode(event.dest_path), event.is_directory)
+            elif isinstance(event, DirDeletedEvent) or isinstance(event, FileDeletedEvent):
+                self._on_deleted(src, event.is_directory)
+            elif isinstance(event, DirCreatedEvent):
+                self._track_tree(src)
+            elif isinstance(event, (FileCreatedEvent, FileModifiedEvent, FileClosedEvent)):
+                self._track(src)
+        except Exception:
+            log.exception("could not handle %s", event)
+
+    def _track(self, path: str, priority: int = PRIORITY_NEW) -> None:
+        root = self._root_of(path)
+        if root is None or root.paused or not self._wanted(path, root):
+            return
+        try:
+            st = os.lstat(path)
+        except OSError:
+            self._pending.pop(path, None)
+            return
+        if os.path.islink(path) and not self.follow_symlinks:
+            return
+        self._deletes.pop(path, None)
+        self._pending[path] = _Pending(time.monotonic() + self.stable_seconds, st.st_size, st.st_mtime, priority)
+
+    def _track_tree(self, folder: str) -> None:
+        """A folder appeared (created, or moved in from outside): its files may have no events of their own."""
+        root = self._root_of(folder)
+        if root is None or root.paused:
+            return
+        rel = os.path.relpath(folder, root.path)
+        if rel != "." and any(is_skipped_dir(p) for p in rel.split(os.sep)):
+            return
+        for found in iter_photo_files(folder, self.extensions, self.follow_symlinks):
+            self._track(str(found.path))
+
+    def _settle_pending(self, now: float) -> None:
+        due = [p for p, s in self._pending.items() if s.deadline <= now]
+        if not due:
+            return
+        stable: dict[int, list[str]] = {}
+        for path in due:
+            entry = self._pending[path]
+            try:
+                st = os.stat(path)
+            except OSError:
+                del self._pending[path]
+                continue
+            if (st.st_size, st.st_mtime) == (entry.size, entry.mtime):
+                del self._pending[path]
+                stable.setdefault(entry.priority, []).append(path)
+            else:  # still being written
+                self._pending[path] = _Pending(now + self.stable_seconds, st.st_size, st.st_mtime, entry.priority)
+        for priority, paths in stable.items():
+            self.queue.enqueue(paths, "new", priority)
+            self.stats.enqueued += len(paths)
+            log.debug("enqueued %d stable files", len(paths), extra={"event": "enqueued", "count": len(paths)})
+        if stable:
+            self._wakeup.set()
+
+    # ---- moves and deletes ------------------------------------------------------------------
+    def _on_moved(self, src: str, dest: str, is_dir: bool) -> None:
+        src_root, dest_root = self._root_of(src), self._root_of(dest)
+        if src_root is not None and src_root.path == Path(src):  # the root itself moved away
+            self._next_root_check = 0.0
+            return
+        if dest_root is None or dest_root.paused:
+            self._on_deleted(src, is_dir)
+            return
+        if src_root is None or src_root.paused:
+            self._track_tree(dest) if is_dir else self._track(dest)
+            return
+        if is_dir:
+            self._move_tree(src, dest, dest_root)
+            return
+        # a pending file keeps being tracked under its new name
+        pending = self._pending.pop(src, None)
+        if not self._wanted(dest, dest_root):
+            self._on_deleted(src, False)
+            return
+        if not self._wanted(src, src_root) or pending is not None:
+            self._track(dest)  # e.g. "photo.jpg.part" → "photo.jpg", or an atomic save
+            return
+        moved = False
+        with self.library.session() as session:
+            photo = self.library.photo_by_path(session, src)
+            if photo is not None and photo.status == PhotoStatus.error.value:
+                photo = None
+                self._on_deleted(src, False)
+            if photo is not None:
+                try:
+                    mtime = os.stat(dest).st_mtime
+                except OSError:
+                    mtime = photo.mtime
+                self.library.move_photo(session, photo, Path(dest), dest_root.path, mtime)
+                moved = True
+        requeued = self.queue.rename(src, dest)
+        if moved:
+            self.stats.moved += 1
+            log.info("moved %s → %s (tags kept)", src, dest, extra={"event": "moved", "path": dest, "from": src})
+        if requeued:
+            self._wakeup.set()
+        if not moved and not requeued:
+            self._track(dest)
+
+    def _move_tree(self, src: str, dest: str, dest_root: RootState) -> None:
+        """A folder was renamed or moved inside the watched roots: every photo under it follows."""
+        src_prefix, dest_prefix = src.rstrip(os.sep) + os.sep, dest.rstrip(os.sep) + os.sep
+        n = 0
+        with self.library.session() as session:
+            photos = session.scalars(select(Photo).where(Photo.path.startswith(src_prefix, autoescape=True))).all()
+            for photo in photos:
+                new_path = dest_prefix + photo.path[len(src_prefix):]
+                if not self._wanted(new_path, dest_root):
+                    continue
+                self.library.move_photo(session, photo, Path(new_path), dest_root.path, photo.mtime or 0.0)
+                n += 1
+            rows = session.scalars(select(WorkItem).where(WorkItem.path.startswith(src_prefix, autoescape=True))).all()
+            for row in rows:
+                row.path = dest_prefix + row.path[len(src_prefix):]
+                row.enqueued_at = utcnow()
+        for path in [p for p in self._pending if p.startswith(src_prefix)]:
+            del self._pending[path]
+        self.stats.moved += n
+        if n:
+            log.info("moved folder %s → %s (%d photos keep their tags)", src, dest, n,
+                     extra={"event": "moved_folder", "path": dest, "from": src, "count": n})
+        self._track_tree(dest)  # files without a row yet (and the ones the event raced with)
+        self._wakeup.set()
+
+    def _on_deleted(self, path: str, is_dir: bool) -> None:
+        root = self._root_of(path)
+        if root is None:
+            return
+        if root.path == Path(path):
+            self._next_root_check = 0.0  # the root itself: paused by the root check, nothing marked
+            return
+        self._pending.pop(path, None)
+        if is_dir:
+            prefix = path.rstrip(os.sep) + os.sep
+            for p in [p for p in self._pending if p.startswith(prefix)]:
+                del self._pending[p]
+        elif not self._wanted(path, root):
+            return
+        self._deletes[path] = (time.monotonic() + self.delete_delay, is_dir)
+
+    def _settle_deletes(self, now: float) -> None:
+        due = [(p, d) for p, (deadline, d) in self._deletes.items() if deadline <= now]
+        if not due:
+            return
+        files, prefixes = [], []
+        for path, is_dir in due:
+            del self._deletes[path]
+            root = self._root_of(path)
+            if root is None or root.paused:
+                continue
+            if not self._root_present(root):  # the drive went away: that is not a deletion
+                self._pause(root)
+                continue
+            if os.path.lexists(path):  # it came back (an atomic save); its own events track it
+                continue
+            (prefixes if is_dir else files).append(path)
+        if not files and not prefixes:
+            return
+        with self.library.session() as session:
+            for prefix in prefixes:
+                rows = session.scalars(
+                    select(Photo.path).where(Photo.path.startswith(prefix.rstrip(os.sep) + os.sep, autoescape=True))
+                ).all()
+                files.extend(p for p in rows if not os.path.lexists(p))
+            n = self.library.mark_missing(session, files)
+        self.queue.forget(files)
+        if n:
+            self.stats.missing += n
+            log.info("%d photos deleted: marked missing (tags kept)", n,
+                     extra={"event": "missing", "count": n, "path": files[0] if len(files) == 1 else None})
+
+    # ---- roots --------------------------------------------------------------------------------
+    def _check_roots(self) -> None:
+        for root in self.roots:
+            present = self._root_present(root)
+            if root.paused and present:
+                self._resume(root)
+            elif not root.paused and not present:
+                self._pause(root)
+
+    def _pause(self, root: RootState) -> None:
+        root.paused = True
+        root.device = None  # when it comes back it may be on another device number
+        self._unschedule(root)
+        prefix = str(root.path).rstrip(os.sep) + os.sep
+        for p in [p for p in self._pending if p.startswith(prefix)]:
+            del self._pending[p]
+        for p in [p for p in self._deletes if p.startswith(prefix)]:
+            del self._deletes[p]
+        log.warning("root %s went away (unmounted or removed): paused; its photos are not marked missing",
+                    root.path, extra={"event": "root_paused", "root": str(root.path)})
+        self._publish_state()
+
+    def _resume(self, root: RootState) -> None:
+        root.paused = False
+        root.device = root.path.stat().st_dev
+        self._unschedule(root)
+        root.mode, root.why_polling = "inotify", None
+        self._schedule(root)
+        log.warning("root %s is back: resumed, catching up", root.path,
+                    extra={"event": "root_resumed", "root": str(root.path)})
+        self._paused_claims.clear()
+        self.reconcile(root)
+        self._publish_state()
+
+    # ---- reconcile --------------------------------------------------------------------------
+    def reconcile(self, root: RootState) -> int:
+        """Compare ``root`` on disk with the library: enqueue new/changed files (recent ones are tracked
+        until stable first), mark vanished photos missing. Returns the number of files enqueued."""
+        if not self._root_present(root):
+            self._pause(root) if not root.paused else None
+            return 0
+        prefix = str(root.path).rstrip(os.sep) + os.sep
+        with self.library.session() as session:
+            known = {
+                r.path: r for r in session.execute(
+                    select(Photo.path, Photo.size, Photo.mtime, Photo.status, Photo.tagged_run_id)
+                    .where(Photo.path.startswith(prefix, autoescape=True))
+                )
+            }
+        seen: set[str] = set()
+        todo: list[str] = []
+        now = time.time()
+        for found in iter_photo_files(root.path, self.extensions, self.follow_symlinks):
+            path = str(found.path)
+            seen.add(path)
+            if not self._wanted(path, root):
+                continue
+            row = known.get(path)
+            if row is not None and row.size == found.size and row.mtime == found.mtime and (
+                row.status == PhotoStatus.error.value
+                or (row.status == PhotoStatus.ok.value and row.tagged_run_id is not None)
+            ):
+                continue
+            if path in self._pending:
+                continue
+            if now - found.mtime < self.stable_seconds:
+                self._track(path, PRIORITY_CATCH_UP)
+            else:
+                todo.append(path)
+        if todo:
+            self.queue.enqueue(todo, "new", PRIORITY_CATCH_UP)
+            self.stats.enqueued += len(todo)
+            self._wakeup.set()
+        gone = [p for p, r in known.items() if p not in seen and r.status != PhotoStatus.missing.value
+                and not os.path.lexists(p)]
+        missing = 0
+        if gone and self._root_present(root):
+            with self.library.session() as session:
+                missing = self.library.mark_missing(session, gone)
+            self.queue.forget(gone)
+        log.info("reconciled %s: %d to tag, %d missing", root.path, len(todo), missing,
+                 extra={"event": "reconciled", "root": str(root.path), "count": len(todo), "missing": missing})
+        return len(todo)
+
+    # ---- the consumer -------------------------------------------------------------------------
+    _in_flight: dict = {}
+
+    def _jobs(self) -> Iterator[Job]:
+        """Jobs claimed from the queue, classified (unchanged/moved need no model), forever."""
+        self._in_flight = in_flight = {}
+        report = Report()
+        while not self.stop_event.is_set():
+            if in_flight:
+                still = self.queue.still_queued(in_flight)
+                for path in [p for p in in_flight if p not in still]:
+                    del in_flight[path]
+            skip = {**self._paused_claims, **in_flight}
+            items = self.queue.claim(self.pipeline.batch_size, skip=skip)
+            if not items:
+                self._wakeup.wait(IDLE_CLAIM_SECONDS)
+                self._wakeup.clear()
+                continue
+            for n, item in enumerate(items):
+                if self.stop_event.is_set():
+                    self._unclaim(items[n:])
+                    return
+                job = self._prepare(item, report)
+                if job is None:
+                    continue
+                in_flight[str(item.path)] = item.enqueued_at
+                yield job
+                if item.isolated:  # suspected poison: alone in its batch, and wait for its outcome
+                    while not self.stop_event.is_set() and self.queue.still_queued({str(item.path): item.enqueued_at}):
+                        self.stop_event.wait(0.2)
+
+    def _unclaim(self, items: list[QueuedItem]) -> None:
+        with self.library.session() as session:
+            session.execute(update(WorkItem).where(WorkItem.id.in_([i.id for i in items]), WorkItem.attempts > 0)
+                            .values(attempts=WorkItem.attempts - 1))
+
+    def _prepare(self, item: QueuedItem, report: Report) -> Job | None:
+        """Turn a claimed row into a Job, or settle it here (gone, unchanged, moved, poison)."""
+        path = str(item.path)
+        root = self._root_of(path)
+        if root is None:
+            self.queue.forget([path])  # no longer under a watched root
+            return None
+        if root.paused:
+            self._unclaim([item])
+            self._paused_claims[path] = item.enqueued_at
+            return None
+        if item.attempts >= self.queue.max_attempts:
+            self.queue.give_up(item, root.path)
+            self.stats.failed += 1
+            log.error("giving up on %s after %d attempts", path, item.attempts,
+                      extra={"event": "gave_up", "path": path, "error": item.last_error})
+            return None
+        try:
+            st = os.stat(path) if self.follow_symlinks else os.lstat(path)
+            is_file = os.path.isfile(path) and not (os.path.islink(path) and not self.follow_symlinks)
+        except OSError:
+            st, is_file = None, False
+        if st is None or not is_file or not self._wanted(path, root):
+            self._done(item)  # vanished (its delete event marks it missing) or not a photo
+            return None
+        found = FoundFile(item.path, root.path, st.st_size, st.st_mtime)
+        before = (report.failed, report.moved)
+        jobs = list(self.pipeline._classify([found], report))  # the scan's rules: unchanged / moved / hash
+        if jobs:
+            job = jobs[0]
+            job.queued_at = item.enqueued_at
+            return job
+        if report.failed > before[0]:
+            self.stats.failed += 1
+            log.warning("cannot read %s: %s", path, report.errors[-1][1],
+                        extra={"event": "error", "path": path, "error": report.errors[-1][1]})
+        elif report.moved > before[1]:
+            self.stats.moved += 1
+            log.info("%s: same content as a vanished photo: moved (tags kept)", path,
+                     extra={"event": "moved", "path": path})
+        self._done(item)
+        return None
+
+    def _done(self, item: QueuedItem) -> None:
+        with self.library.session() as session:
+            session.execute(WorkItem.__table__.delete().where(
+                WorkItem.path == str(item.path), WorkItem.enqueued_at <= item.enqueued_at))
+
+    def _progress(self, event: str, n: int) -> None:
+        """After each batch (and each unchanged file): log the batch's unreadable files."""
+        if self.report.errors:
+            for path, error in self.report.errors:
+                self.stats.failed += 1
+                log.warning("cannot tag %s: %s", path, error, extra={"event": "error", "path": path, "error": error})
+            self.report.errors.clear()
+
+    def _committed(self, photo_ids: list[int]) -> None:
+        with self.library.session() as session:
+            rows = session.execute(select(Photo.path, Photo.tagged_at).where(Photo.id.in_(photo_ids))).all()
+        self.stats.tagged += len(rows)
+        if rows:
+            self.stats.last_tagged = rows[-1].path
+            self.stats.last_tagged_at = rows[-1].tagged_at.isoformat() if rows[-1].tagged_at else None
+        log.info("tagged %d photos", len(rows), extra={"event": "tagged", "count": len(rows),
+                                                        "path": rows[-1].path if rows else None})
+        if self._user_on_commit is not None:
+            self._user_on_commit(photo_ids)
+
+    def _publish_state(self, stopped: bool = False) -> None:
+        if self.on_state is not None:
+            try:
+                self.on_state({**self.state(), "stopped": stopped})
+            except Exception:  # pragma: no cover - status is informative only
+                log.debug("state callback failed", exc_info=True)
+
+
+def dumps_state(state: dict) -> str:
+    return json.dumps(state, ensure_ascii=False, indent=2, default=str)
