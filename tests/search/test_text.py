@@ -1,0 +1,164 @@
+"""Plain-language search with the real offline sentence model, on a real SQLite library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import insert, text
+
+from phototag.db.models import Caption, Photo, PhotoTag, Tag
+from phototag.search import text_resolver
+from phototag.search.errors import TextModelUnavailable
+from phototag.search.text import TextEncoder, TextSearcher, chinese_tag_matches
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+RAM_TAGS = SHARED / "ram-data" / "ram" / "data" / "ram_tag_list.txt"
+RAM_TAGS_ZH = SHARED / "ram-data" / "ram" / "data" / "ram_tag_list_chinese.txt"
+
+# photo id → its tags (all RAM tag names). No photo has a tag called "puppy" or "automobile".
+PHOTOS = {
+    1: ["dog", "beach", "sand", "sea"],
+    2: ["dog", "grass", "park"],
+    3: ["car", "road", "city street"],
+    4: ["cat", "couch"],
+    5: ["beach", "sea", "sky"],
+    6: ["floor", "couch", "lamp"],
+    7: ["person", "run", "beach"],
+    8: ["truck", "road"],
+}
+
+
+class CountingEncoder(TextEncoder):
+    """The real encoder, counting what it is asked to embed (to see the cache at work)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoded: list[str] = []
+
+    def encode(self, texts, batch_size=128):
+        self.encoded.extend(texts)
+        return super().encode(texts, batch_size)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return CountingEncoder()
+
+
+@pytest.fixture(scope="module")
+def warm_home(tmp_path_factory):
+    """One home for the tests that do not look at the cache: tag names are embedded once."""
+    return tmp_path_factory.mktemp("warm-home")
+
+
+def ram_vocabulary(extra: int = 300) -> list[tuple[str, str | None]]:
+    """The photos' tags plus ``extra`` other RAM tags as distractors, with Chinese names."""
+    if not RAM_TAGS.exists():
+        pytest.skip("../shared/ram-data is not checked out beside the repo")
+    names = [n.strip() for n in RAM_TAGS.read_text("utf-8").splitlines()]
+    zh = [z.strip() for z in RAM_TAGS_ZH.read_text("utf-8").splitlines()]
+    table = dict(zip(names, zh))
+    wanted = {t for tags in PHOTOS.values() for t in tags}
+    others = [n for n in names if n and n not in wanted and n not in {"puppy", "automobile"}]
+    rng = np.random.default_rng(0)
+    chosen = sorted(wanted) + list(rng.choice(others, extra, replace=False))
+    # lorry/truck share the Chinese name 卡车 in RAM: keep both, as in the real vocabulary
+    chosen += [n for n in ("lorry",) if n not in chosen]
+    return [(n, table.get(n) or None) for n in chosen]
+
+
+@pytest.fixture
+def library(engine):
+    vocab = ram_vocabulary()
+    ids = {}
+    with engine.begin() as conn:
+        conn.execute(insert(Tag), [{"id": i + 1, "name": n, "name_zh": z} for i, (n, z) in enumerate(vocab)])
+        ids = {n: i + 1 for i, (n, _) in enumerate(vocab)}
+        conn.execute(insert(Photo), [{"id": p, "path": f"/photos/{p}.jpg"} for p in PHOTOS])
+        conn.execute(
+            insert(PhotoTag),
+            [{"photo_id": p, "tag_id": ids[t], "source": "model", "score": 0.9}
+             for p, tags in PHOTOS.items() for t in tags],
+        )
+    return engine
+
+
+def ranked(hits):
+    return [pid for pid, _ in hits]
+
+
+def test_synonyms_find_photos_by_meaning(library, warm_home, encoder):
+    searcher = TextSearcher(warm_home, library, encoder=encoder)
+    puppy = ranked(searcher.search("puppy"))
+    assert set(puppy[:2]) == {1, 2}  # the dogs, ahead of everything else
+    assert ranked(searcher.search("automobile"))[0] == 3
+    assert ranked(searcher.search("kitten"))[0] == 4
+    # a phrase: the photo with both a dog and a beach comes first
+    assert ranked(searcher.search("dog running on the beach"))[0] == 1
+    # nothing in the library is about aircraft
+    assert not set(ranked(searcher.search("airplane"))[:3]) & {1, 2, 3, 4}
+
+
+def test_chinese_queries_go_through_the_tag_table(library, warm_home, encoder):
+    searcher = TextSearcher(warm_home, library, encoder=encoder)
+    assert set(ranked(searcher.search("小狗"))[:2]) == {1, 2}  # 狗 is dog's Chinese name
+    assert ranked(searcher.search("卡车"))[0] == 8  # truck / lorry
+    assert ranked(searcher.search("猫"))[0] == 4
+    assert searcher.search("的的的") == []  # no tag name in it: nothing, not noise
+
+
+def test_chinese_matching_prefers_the_longest_names():
+    names = {"人": [1], "人行道": [2], "狗": [3], "海滩": [4]}
+    assert chinese_tag_matches("人行道上的狗", names) == [("人行道", [2]), ("狗", [3])]
+    assert chinese_tag_matches("海滩", names) == [("海滩", [4])]
+    assert chinese_tag_matches("滩", names) == [("海滩", [4])]  # part of a name: the name
+    assert chinese_tag_matches("猫", names) == []
+
+
+def test_captions_count(library, warm_home, encoder):
+    with library.begin() as conn:
+        conn.execute(insert(Photo), [{"id": 9, "path": "/photos/9.jpg"}])
+        conn.execute(insert(Caption), [
+            {"photo_id": 9, "model_id": "tag2text", "text": "a dog running on the sand at the seaside"},
+            {"photo_id": 6, "model_id": "tag2text", "text": "an empty living room with a lamp"},
+        ])
+    hits = TextSearcher(warm_home, library, encoder=encoder).search("dog running on the beach")
+    assert 9 in ranked(hits)[:2] and 6 not in ranked(hits)
+
+
+def test_tag_and_caption_embeddings_are_cached(library, home, encoder):
+    TextSearcher(home, library, encoder=encoder).search("puppy")
+    assert list((home / "cache" / "text").glob("*.npy"))
+    encoder.encoded.clear()
+    TextSearcher(home, library, encoder=encoder).search("puppy")
+    assert encoder.encoded == ["puppy"]  # only the query; every tag name came from the cache
+
+
+def test_resolver_uses_the_callers_session(library, warm_home, encoder):
+    from sqlalchemy.orm import Session
+
+    resolve = text_resolver(warm_home, encoder=encoder)
+    with Session(library) as session:
+        hits = resolve(session, "automobile")
+    assert hits[0][0] == 3 and 0 < hits[0][1] <= 1
+
+
+def test_missing_model_is_a_clear_error(tmp_path, monkeypatch, library, home):
+    with pytest.raises(TextModelUnavailable, match="never downloads"):
+        TextEncoder(model_dir=tmp_path / "nowhere").encode(["dog"])
+    monkeypatch.setenv("PHOTOTAG_TEXT_MODEL", str(tmp_path / "empty"))
+    with pytest.raises(TextModelUnavailable, match="PHOTOTAG_TEXT_MODEL"):
+        TextSearcher(home, library).search("dog")
+
+
+def test_model_loads_offline_without_network_variables_leaking(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    enc = TextEncoder()
+    vec = enc.encode(["a dog"])
+    assert vec.shape == (1, 384) and np.isclose(np.linalg.norm(vec), 1.0, atol=1e-4)
+    import os
+
+    assert "HF_HUB_OFFLINE" not in os.environ
