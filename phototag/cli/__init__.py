@@ -25,6 +25,7 @@ app = typer.Typer(
 # Each module defines register(app). The order is the order of `phototag --help`.
 COMMAND_MODULES = [
     "scan", "watch", "status", "search", "show", "tags", "db", "service",
+    "tag", "retag", "calibrate", "finetune",
 ]
 
 

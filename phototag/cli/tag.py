@@ -1,0 +1,109 @@
+"""phototag tag add|remove|list: correct a photo's tags by hand (corrections teach calibrate/finetune)."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from phototag.cli.common import ListFormat, console, open_library, out, print_json
+
+tag_app = typer.Typer(help="Add, remove or list a photo's tags by hand.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tag_app, name="tag")
+
+
+def _targets(lib, session, args: list[str], query: Optional[str]) -> tuple[list, list[str]]:
+    """(photos, tag names): with --query every argument is a tag, else the first is the photo."""
+    if query is not None:
+        from phototag.db.models import Photo
+        from phototag.query.service import parse_query, search_ids
+
+        ids = search_ids(session, parse_query(query))
+        photos = list(lib.iter_photos(session, ids))
+        return [p for p in photos if isinstance(p, Photo)], args
+    if len(args) < 2:
+        raise typer.BadParameter("give a PHOTO and at least one TAG (or --query QUERY TAG…)")
+    return [lib.resolve_photo(session, args[0])], args[1:]
+
+
+@tag_app.command("add")
+def add(
+    ctx: typer.Context,
+    args: List[str] = typer.Argument(..., metavar="PHOTO TAG...", help="A photo (path, #ID or sha256 prefix) then tags.",
+                                     show_default=False),
+    query: Optional[str] = typer.Option(None, "--query", "-q", help="Tag every photo this search finds; then all arguments are tags."),
+    fmt: ListFormat = typer.Option(ListFormat.table, "--format", "-f", help="table or json."),
+) -> None:
+    """Add tags by hand (source manual). A model never removes them; a removal of the same tag is undone."""
+    lib = open_library(ctx)
+    result = []
+    with lib.session() as session:
+        photos, names = _targets(lib, session, args, query)
+        for photo in photos:
+            result.append({"id": photo.id, "path": photo.path, "added": lib.add_manual_tags(session, photo, names)})
+    _report(result, "added", fmt)
+
+
+@tag_app.command("remove")
+def remove(
+    ctx: typer.Context,
+    args: List[str] = typer.Argument(..., metavar="PHOTO TAG...", help="A photo (path, #ID or sha256 prefix) then tags.",
+                                     show_default=False),
+    query: Optional[str] = typer.Option(None, "--query", "-q", help="Untag every photo this search finds; then all arguments are tags."),
+    fmt: ListFormat = typer.Option(ListFormat.table, "--format", "-f", help="table or json."),
+) -> None:
+    """Remove tags (any source). Re-tagging will not give a removed tag back."""
+    lib = open_library(ctx)
+    result = []
+    with lib.session() as session:
+        photos, names = _targets(lib, session, args, query)
+        for photo in photos:
+            present = {t["name"] for t in lib.photo_tags(session, photo.id)}
+            wanted = [n for n in names if n in present]
+            removed = lib.remove_tags(session, photo, wanted) if wanted else []
+            result.append({"id": photo.id, "path": photo.path, "removed": removed})
+    _report(result, "removed", fmt)
+
+
+def _report(result: list[dict], key: str, fmt: ListFormat) -> None:
+    if fmt == ListFormat.json:
+        print_json(result)
+        return
+    changed = [r for r in result if r[key]]
+    for r in changed[:50]:
+        out.print(f"{r['path']}: {key} {', '.join(r[key])}")
+    console.print(f"{key} tags on {len(changed)} of {len(result)} photos")
+
+
+@tag_app.command("list")
+def list_(
+    ctx: typer.Context,
+    photo: str = typer.Argument(..., help="A photo path, #ID, or sha256 prefix.", show_default=False),
+    fmt: ListFormat = typer.Option(ListFormat.table, "--format", "-f", help="table or json."),
+) -> None:
+    """A photo's tags with score, source (model/manual/imported) and model, plus the tags you removed."""
+    from sqlalchemy import select
+
+    from phototag.db.models import Tag, TagRemoval
+
+    lib = open_library(ctx)
+    with lib.session() as session:
+        p = lib.resolve_photo(session, photo)
+        tags = lib.photo_tags(session, p.id)
+        removed = list(session.scalars(
+            select(Tag.name).join(TagRemoval, TagRemoval.tag_id == Tag.id).where(TagRemoval.photo_id == p.id).order_by(Tag.name)
+        ))
+        path = p.path
+    if fmt == ListFormat.json:
+        print_json({"path": path, "tags": tags, "removed": removed})
+        return
+    table = Table("tag", "score", "source", "model", title=path)
+    for t in tags:
+        table.add_row(t["name"], "" if t["score"] is None else f"{t['score']:.3f}", t["source"], t["model"] or "")
+    out.print(table)
+    if removed:
+        out.print(f"removed by you: {', '.join(removed)}")

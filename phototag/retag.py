@@ -1,0 +1,559 @@
+"""Re-tagging: run a (new) model version over photos already in the library.
+
+``phototag retag [QUERY]`` and the watch daemon's background re-tagging both come through here.
+
+How a re-tag survives a crash (``kill -9``, power loss):
+
+1. :func:`start_retag` selects the matching photos, snapshots their current *model* tags into a
+   session file (``<home>/retag/session.json``, written to a temp file and renamed) with state
+   ``pending``, then enqueues every photo into ``work_queue`` (reason ``retag``, the model's name)
+   in **one** transaction, then marks the session ``enqueued``.
+2. :func:`drain_retag` feeds the session's queued rows through :meth:`Pipeline.process`; each
+   batch's transaction stores the new model tags *and* deletes that batch's queue rows, so a
+   crash leaves exactly the photos not yet done in the queue.
+3. ``phototag retag --resume`` (or the same ``phototag retag`` command again) finds the session
+   file and continues with step 2 (or redoes step 1's enqueue when the crash came before it
+   committed). The report compares the snapshot with the final tags, so a resumed re-tag reports
+   the same changes as an uninterrupted one.
+
+Only ``model`` tags are replaced (``Library.store_prediction``): manual and imported tags and the
+user's removals (``tag_removals``) are never touched, and a removed tag is not given back.
+
+``--dry-run`` runs the very same pipeline on a throw-away copy of the database (SQLite's backup
+API) and reports the diff; the library itself is not written.
+
+Background re-tagging (watch): :func:`due_retag` is the policy (which photos are due, and whether
+now is inside the ``retag.window``), :func:`schedule_background_retag` enqueues them with a low
+priority so new photos are tagged first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+import threading
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from phototag.config import Settings
+from phototag.db.engine import open_database
+from phototag.db.models import ModelRun, Photo, PhotoStatus, PhotoTag, Tag, TagSource, WorkItem, utcnow
+from phototag.library import Library, LibraryError
+
+log = logging.getLogger(__name__)
+
+RETAG_REASON = "retag"
+#: queue priority of a re-tag started from the command line (new photos use 0)
+CLI_PRIORITY = -1
+#: queue priority of background re-tagging: below everything else
+BACKGROUND_PRIORITY = -10
+SESSION_FILE = "session.json"
+LAST_REPORT_FILE = "last-report.json"
+
+
+class RetagError(LibraryError):
+    """A re-tag cannot start or continue (another session is unfinished, bad setting, …)."""
+
+
+# ---- the report ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PhotoChange:
+    photo_id: int
+    path: str
+    added: list[str]
+    removed: list[str]
+
+
+@dataclass
+class RetagReport:
+    model: str
+    query: list[str]
+    session_id: str
+    dry_run: bool = False
+    resumed: bool = False
+    photos: int = 0  #: photos selected
+    retagged: int = 0  #: photos the model ran on (this process)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  #: (path, why)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    changed: list[PhotoChange] = field(default_factory=list)
+    tags_added: dict[str, int] = field(default_factory=dict)  #: tag → photos that gained it
+    tags_removed: dict[str, int] = field(default_factory=dict)  #: tag → photos that lost it
+    model_run_ids: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["skipped"] = [{"path": p, "why": w} for p, w in self.skipped]
+        data["failed"] = [{"path": p, "error": e} for p, e in self.failed]
+        data["photos_changed"] = len(self.changed)
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+
+def diff_model_tags(
+    before: dict[int, dict[str, float]], after: dict[int, dict[str, float]], paths: dict[int, str]
+) -> tuple[list[PhotoChange], dict[str, int], dict[str, int]]:
+    """Per-photo and per-tag changes between two snapshots of model tags (score changes ignored)."""
+    changes: list[PhotoChange] = []
+    added_by_tag: Counter[str] = Counter()
+    removed_by_tag: Counter[str] = Counter()
+    for photo_id in sorted(set(before) | set(after)):
+        old = set(before.get(photo_id, {}))
+        new = set(after.get(photo_id, {}))
+        added, removed = sorted(new - old), sorted(old - new)
+        if added or removed:
+            changes.append(PhotoChange(photo_id, paths.get(photo_id, f"#{photo_id}"), added, removed))
+            added_by_tag.update(added)
+            removed_by_tag.update(removed)
+    order = lambda c: dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))  # noqa: E731
+    return changes, order(added_by_tag), order(removed_by_tag)
+
+
+def model_tags_snapshot(session: Session, photo_ids: Sequence[int]) -> dict[int, dict[str, float]]:
+    """``photo id → {tag: score}`` of the photos' current model tags."""
+    snapshot: dict[int, dict[str, float]] = {pid: {} for pid in photo_ids}
+    ids = list(photo_ids)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        rows = session.execute(
+            select(PhotoTag.photo_id, Tag.name, PhotoTag.score)
+            .join(Tag, Tag.id == PhotoTag.tag_id)
+            .where(PhotoTag.photo_id.in_(chunk), PhotoTag.source == TagSource.model.value)
+        )
+        for photo_id, name, score in rows:
+            snapshot[photo_id][name] = round(float(score or 0.0), 6)
+    return snapshot
+
+
+# ---- selecting photos ---------------------------------------------------------------------------
+
+
+def select_photo_ids(session: Session, query: Sequence[str] | None) -> list[int]:
+    """Ids of the photos with status ok that match ``query`` (all of them when it is empty)."""
+    if not query:
+        return list(session.scalars(select(Photo.id).where(Photo.status == PhotoStatus.ok.value).order_by(Photo.id)))
+    from phototag.query.service import parse_query, search_ids
+
+    ids = set(search_ids(session, parse_query(list(query))))
+    ok = select(Photo.id).where(Photo.status == PhotoStatus.ok.value)
+    return sorted(ids & set(session.scalars(ok)))
+
+
+# ---- the session file ---------------------------------------------------------------------------
+
+
+@dataclass
+class RetagSession:
+    id: str
+    model: str
+    query: list[str]
+    created_at: str
+    state: str  # pending (enqueue not known to be committed) | enqueued
+    photo_ids: list[int]
+    paths: dict[int, str]
+    before: dict[int, dict[str, float]]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["paths"] = {str(k): v for k, v in self.paths.items()}
+        data["before"] = {str(k): v for k, v in self.before.items()}
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RetagSession":
+        return cls(
+            id=data["id"], model=data["model"], query=list(data["query"]), created_at=data["created_at"],
+            state=data["state"], photo_ids=[int(i) for i in data["photo_ids"]],
+            paths={int(k): v for k, v in data["paths"].items()},
+            before={int(k): dict(v) for k, v in data["before"].items()},
+            skipped=[tuple(x) for x in data.get("skipped", [])],
+        )
+
+
+def retag_dir(settings: Settings) -> Path:
+    return settings.home / "retag"
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress():
+            os.unlink(tmp)
+        raise
+
+
+class _suppress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return exc[0] is not None and issubclass(exc[0], OSError)
+
+
+def load_session(settings: Settings) -> RetagSession | None:
+    """The unfinished re-tag session of this home, if any."""
+    path = retag_dir(settings) / SESSION_FILE
+    if not path.exists():
+        return None
+    try:
+        return RetagSession.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError) as exc:
+        raise RetagError(f"{path}: unreadable re-tag session ({exc}); delete it to start over") from exc
+
+
+def _save_session(settings: Settings, rs: RetagSession) -> None:
+    _write_json_atomic(retag_dir(settings) / SESSION_FILE, rs.to_json())
+
+
+def _end_session(settings: Settings) -> None:
+    with _suppress():
+        os.unlink(retag_dir(settings) / SESSION_FILE)
+
+
+# ---- queue helpers ------------------------------------------------------------------------------
+
+
+def _queued_retag_paths(session: Session, paths: Iterable[str] | None = None) -> set[str]:
+    stmt = select(WorkItem.path).where(WorkItem.reason == RETAG_REASON)
+    found = set(session.scalars(stmt))
+    if paths is not None:
+        found &= set(paths)
+    return found
+
+
+def enqueue_retag(
+    session: Session, paths: Iterable[str], model_name: str | None, priority: int
+) -> int:
+    """Queue ``paths`` for re-tagging (reason ``retag``). A path already queued for another reason
+    (new/changed) keeps its row: it will be tagged anyway. Returns the number of rows added."""
+    paths = list(dict.fromkeys(paths))
+    if not paths:
+        return 0
+    queued: set[str] = set()
+    for start in range(0, len(paths), 500):
+        queued |= set(session.scalars(select(WorkItem.path).where(WorkItem.path.in_(paths[start:start + 500]))))
+    now = utcnow()
+    rows = [
+        WorkItem(path=p, reason=RETAG_REASON, model_name=model_name, priority=priority, attempts=0, enqueued_at=now)
+        for p in paths if p not in queued
+    ]
+    session.add_all(rows)
+    session.flush()
+    return len(rows)
+
+
+# ---- the command --------------------------------------------------------------------------------
+
+
+TaggerFactory = Callable[[Settings, str | None], Any]
+
+
+def get_tagger(settings: Settings, name: str | None):
+    """A tagger by name: a fine-tuned model version made by ``phototag finetune``, else the registry's."""
+    from phototag.learn.versions import load_model
+
+    return load_model(settings, name)
+
+
+def start_retag(library: Library, query: Sequence[str] | None, model: str | None) -> RetagSession:
+    """Snapshot + enqueue (step 1). Raises :class:`RetagError` when another session is unfinished."""
+    settings = library.settings
+    existing = load_session(settings)
+    model_name = model or settings.default_model
+    if existing is not None:
+        if existing.model == model_name and existing.query == list(query or []):
+            return existing  # the same command again: continue it
+        raise RetagError(
+            f"an unfinished re-tag (model {existing.model}, query {' '.join(existing.query) or '(all)'}) "
+            "is in progress: continue it with `phototag retag --resume` or drop it with `phototag retag --abandon`"
+        )
+    with library.session() as session:
+        ids = select_photo_ids(session, query)
+        paths = dict(session.execute(select(Photo.id, Photo.path).where(Photo.id.in_(ids))).all()) if ids else {}
+        skipped = [(paths[i], "file not found") for i in ids if not os.path.exists(paths[i])]
+        ids = [i for i in ids if os.path.exists(paths[i])]
+        before = model_tags_snapshot(session, ids)
+    rs = RetagSession(
+        id=uuid.uuid4().hex[:12], model=model_name, query=list(query or []),
+        created_at=utcnow().isoformat(timespec="seconds"), state="pending", photo_ids=ids,
+        paths={i: paths[i] for i in ids}, before=before, skipped=skipped,
+    )
+    _save_session(settings, rs)
+    _commit_enqueue(library, rs)
+    return rs
+
+
+def _commit_enqueue(library: Library, rs: RetagSession) -> None:
+    with library.session() as session:  # one transaction: every photo is queued, or none
+        enqueue_retag(session, rs.paths.values(), rs.model, CLI_PRIORITY)
+    rs.state = "enqueued"
+    _save_session(library.settings, rs)
+
+
+def abandon_retag(library: Library) -> int:
+    """Drop the unfinished session and its queued rows; tags already replaced stay. Returns rows dropped."""
+    rs = load_session(library.settings)
+    if rs is None:
+        return 0
+    with library.session() as session:
+        paths = list(rs.paths.values())
+        dropped = 0
+        for start in range(0, len(paths), 500):
+            result = session.execute(
+                WorkItem.__table__.delete().where(
+                    WorkItem.reason == RETAG_REASON, WorkItem.path.in_(paths[start:start + 500])
+                )
+            )
+            dropped += result.rowcount or 0
+    _end_session(library.settings)
+    return dropped
+
+
+def _jobs_from_queue(library: Library, rs: RetagSession, report: RetagReport) -> list:
+    from phototag.pipeline import Job
+
+    with library.session() as session:
+        pending = _queued_retag_paths(session, rs.paths.values())
+        roots = dict(session.execute(select(Photo.path, Photo.root).where(Photo.id.in_(rs.photo_ids))).all())
+        vanished = [p for p in pending if not os.path.exists(p)]
+        if vanished:  # a photo deleted since: leave it for scan/watch to mark missing
+            session.execute(WorkItem.__table__.delete().where(WorkItem.path.in_(vanished), WorkItem.reason == RETAG_REASON))
+            report.skipped.extend((p, "file not found") for p in sorted(vanished))
+    order = {path: i for i, path in enumerate(rs.paths[pid] for pid in rs.photo_ids)}
+    todo = sorted((p for p in pending if p not in set(vanished)), key=lambda p: order.get(p, 0))
+    return [Job(Path(p), Path(roots[p]) if roots.get(p) else None, RETAG_REASON) for p in todo]
+
+
+def drain_retag(
+    library: Library, rs: RetagSession, tagger=None, *, progress=None, batch_size: int | None = None,
+    stop_event: threading.Event | None = None, on_commit=None, resumed: bool = False,
+) -> RetagReport:
+    """Run the model over the session's queued photos (step 2) and report the changes (step 3)."""
+    import time
+
+    from phototag.pipeline import Pipeline
+
+    started = time.perf_counter()
+    settings = library.settings
+    if rs.state == "pending":  # crashed between the snapshot and the enqueue commit: redo the enqueue
+        with library.session() as session:
+            already = _queued_retag_paths(session, rs.paths.values())
+        if already:
+            rs.state = "enqueued"
+            _save_session(settings, rs)
+        else:
+            _commit_enqueue(library, rs)
+    report = RetagReport(model=rs.model, query=rs.query, session_id=rs.id, resumed=resumed,
+                         photos=len(rs.photo_ids) + len(rs.skipped), skipped=list(rs.skipped))
+    jobs = _jobs_from_queue(library, rs, report)
+    if progress is not None:
+        progress("total", len(jobs))
+    if jobs:
+        tagger = tagger or get_tagger(settings, rs.model)
+        pipeline = Pipeline(library, tagger, batch_size=batch_size, progress=progress, on_commit=on_commit,
+                            stop_event=stop_event)
+        result = pipeline.process(iter(jobs))
+        report.retagged = result.retagged
+        report.failed = list(result.errors)
+    if stop_event is not None and stop_event.is_set():
+        report.seconds = time.perf_counter() - started
+        return report  # interrupted: the session stays for --resume
+    with library.session() as session:
+        after = model_tags_snapshot(session, rs.photo_ids)
+        report.model_run_ids = sorted({
+            rid for rid in session.scalars(select(Photo.tagged_run_id).where(Photo.id.in_(rs.photo_ids))) if rid
+        })
+    report.changed, report.tags_added, report.tags_removed = diff_model_tags(rs.before, after, rs.paths)
+    report.seconds = time.perf_counter() - started
+    _write_json_atomic(retag_dir(settings) / LAST_REPORT_FILE, report.as_dict())
+    _end_session(settings)
+    return report
+
+
+def retag(
+    library: Library, query: Sequence[str] | None = None, model: str | None = None, *,
+    dry_run: bool = False, resume: bool = False, tagger=None, progress=None, batch_size: int | None = None,
+    on_commit=None,
+) -> RetagReport:
+    """``phototag retag``: start (or continue) a re-tag and run it to the end."""
+    if dry_run:
+        return dry_run_retag(library, query, model, tagger=tagger, progress=progress, batch_size=batch_size)
+    if resume:
+        rs = load_session(library.settings)
+        if rs is None:
+            raise RetagError("no unfinished re-tag to resume")
+        return drain_retag(library, rs, tagger, progress=progress, batch_size=batch_size, on_commit=on_commit,
+                           resumed=True)
+    existing = load_session(library.settings)
+    rs = start_retag(library, query, model)
+    return drain_retag(library, rs, tagger, progress=progress, batch_size=batch_size, on_commit=on_commit,
+                       resumed=existing is not None)
+
+
+def dry_run_retag(
+    library: Library, query: Sequence[str] | None = None, model: str | None = None, *,
+    tagger=None, progress=None, batch_size: int | None = None,
+) -> RetagReport:
+    """Run the re-tag on a throw-away copy of the database and report what it would change."""
+    settings = library.settings
+    with tempfile.TemporaryDirectory(prefix="retag-dry-run-", dir=settings.home) as tmp:
+        copy_path = Path(tmp) / "phototag.db"
+        src = sqlite3.connect(settings.db_path)
+        try:
+            dst = sqlite3.connect(copy_path)
+            with dst:
+                src.backup(dst)
+            dst.close()
+        finally:
+            src.close()
+        shadow_settings = Settings(home=Path(tmp), data=settings.data)
+        shadow = Library(shadow_settings, open_database(copy_path, upgrade=False))
+        try:
+            # the shadow home has no session file: an unfinished real session is not disturbed
+            rs = start_retag(shadow, query, model or settings.default_model)
+            tagger = tagger or get_tagger(settings, rs.model)
+            report = drain_retag(shadow, rs, tagger, progress=progress, batch_size=batch_size)
+        finally:
+            shadow.close()
+    report.dry_run = True
+    return report
+
+
+# ---- background re-tagging (watch) --------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
+_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def parse_every(text: str | None) -> dt.timedelta | None:
+    """``retag.every``: ``"30d"``, ``"12h"``, ``"2w"`` … (None/"" = never re-tag on a schedule)."""
+    if text is None or str(text).strip() in ("", "0", "never", "off"):
+        return None
+    match = _DURATION.match(str(text))
+    if not match:
+        raise RetagError(f"retag.every = {text!r}: expected a number and a unit, e.g. 30d, 12h, 2w")
+    value, unit = float(match.group(1)), match.group(2).lower()
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[unit]
+    if value <= 0:
+        return None
+    return dt.timedelta(seconds=value * seconds)
+
+
+def parse_window(text: str | None) -> tuple[dt.time, dt.time] | None:
+    """``retag.window``: ``"01:00-06:00"`` (local time; may wrap midnight: ``"22:00-05:00"``)."""
+    if text is None or str(text).strip() == "":
+        return None
+    match = _WINDOW.match(str(text))
+    if not match:
+        raise RetagError(f"retag.window = {text!r}: expected HH:MM-HH:MM, e.g. 01:00-06:00")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59:
+        raise RetagError(f"retag.window = {text!r}: not a time of day")
+    end = dt.time(23, 59, 59, 999999) if (h2, m2) == (24, 0) else dt.time(h2, m2)
+    return dt.time(h1, m1), end
+
+
+def in_window(window: tuple[dt.time, dt.time] | None, now: dt.datetime) -> bool:
+    if window is None:
+        return True
+    start, end = window
+    t = now.time()
+    if start <= end:
+        return start <= t < end
+    return t >= start or t < end  # wraps midnight
+
+
+@dataclass
+class RetagPolicy:
+    every: dt.timedelta | None
+    window: tuple[dt.time, dt.time] | None
+    model: str
+    weights_sha256: str | None
+    batch_limit: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings, weights_sha256: str | None = None) -> "RetagPolicy":
+        return cls(
+            every=parse_every(settings.get("retag.every")),
+            window=parse_window(settings.get("retag.window")),
+            model=settings.default_model,
+            weights_sha256=weights_sha256,
+            batch_limit=int(settings.get("retag.batch_limit") or 1000),
+        )
+
+
+def due_retag(
+    session: Session, settings: Settings, now: dt.datetime, *, weights_sha256: str | None = None,
+    limit: int | None = None,
+) -> list[int]:
+    """Ids of the photos that background re-tagging should queue now (oldest tagging first).
+
+    A photo is due when it has status ok, is not queued already, and
+
+    * it was tagged by another model than the default (``default_model`` changed), or by other
+      weights of it (when ``weights_sha256`` of the default model is given), or
+    * ``retag.every`` is set and it was tagged longer ago than that.
+
+    Nothing is due outside ``retag.window`` (local time of ``now``; ``now`` naive = local).
+    Photos never tagged are the scanner's business, not re-tagging's.
+    """
+    policy = RetagPolicy.from_settings(settings, weights_sha256)
+    local_now = now.astimezone() if now.tzinfo is not None else now
+    if not in_window(policy.window, local_now):
+        return []
+    other_model = ModelRun.model_name != policy.model
+    if policy.weights_sha256:
+        other_model = or_(other_model, ModelRun.weights_sha256 != policy.weights_sha256)
+    conditions = [other_model]
+    if policy.every is not None:
+        utc_now = now.astimezone(dt.timezone.utc).replace(tzinfo=None) if now.tzinfo else (
+            now.astimezone().astimezone(dt.timezone.utc).replace(tzinfo=None))
+        conditions.append(Photo.tagged_at < utc_now - policy.every)
+    queued = select(WorkItem.path)
+    stmt = (
+        select(Photo.id)
+        .join(ModelRun, ModelRun.id == Photo.tagged_run_id)
+        .where(Photo.status == PhotoStatus.ok.value, Photo.path.not_in(queued), or_(*conditions))
+        .order_by(Photo.tagged_at, Photo.id)
+        .limit(limit or policy.batch_limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def schedule_background_retag(
+    library: Library, settings: Settings | None = None, now: dt.datetime | None = None, *,
+    weights_sha256: str | None = None,
+) -> int:
+    """Queue the photos :func:`due_retag` finds, with :data:`BACKGROUND_PRIORITY` (after new
+    photos) and ``model_name`` None (= whatever the default model is when the row is processed).
+    Cheap when nothing is due (one indexed query). Returns the number of rows queued."""
+    settings = settings or library.settings
+    now = now or dt.datetime.now().astimezone()
+    with library.session() as session:
+        ids = due_retag(session, settings, now, weights_sha256=weights_sha256)
+        if not ids:
+            return 0
+        paths = [p for p in session.scalars(select(Photo.path).where(Photo.id.in_(ids)))]
+        return enqueue_retag(session, paths, None, BACKGROUND_PRIORITY)
