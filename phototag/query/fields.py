@@ -155,6 +155,10 @@ def sort_columns(name: str) -> list[Any]:
     return _SORTS[name]()
 
 
+def sort_names() -> list[str]:
+    return sorted(_SORTS)
+
+
 def is_sort_name(name: str) -> bool:
     return name.lower() in _SORTS
 

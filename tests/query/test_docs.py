@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from phototag.query import QueryError, field_specs, parse
-from phototag.query.fields import _SORTS
+from phototag.query.fields import sort_names
 
 from .conftest import NOW
 
@@ -30,7 +30,7 @@ def test_every_field_and_sort_key_is_documented():
     text = DOC.read_text(encoding="utf-8")
     missing = [s.name for s in field_specs() if f"`{s.name}:" not in text]
     assert not missing, f"fields missing from docs/query.md: {missing}"
-    missing_sorts = [name for name in _SORTS if f"`{name}`" not in text]
+    missing_sorts = [name for name in sort_names() if f"`{name}`" not in text]
     assert not missing_sorts, f"sort keys missing from docs/query.md: {missing_sorts}"
 
 
