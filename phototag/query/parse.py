@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from phototag.query.errors import QueryError
@@ -30,6 +30,7 @@ from phototag.query.nodes import (
     RankedTerm,
     StatusTerm,
     TextTerm,
+    transform,
 )
 
 _FIELD_RE = re.compile(r"^(?P<field>[A-Za-z][A-Za-z0-9_]*):(?P<rest>.*)$", re.S)
@@ -89,18 +90,18 @@ class Query:
 
         A resolver is ``fn(session, argument) -> iterable of (photo_id, score)``, best first;
         ``argument`` is the path (``similar:PATH``) or the text (``~"text"``)."""
-        from dataclasses import replace
-
-        from phototag.query.nodes import transform
-
         resolvers = resolvers or {}
+        answers: dict[tuple[str, str], list] = {}  # the same term twice asks once
 
         def answer(node: Node) -> Node | None:
             if isinstance(node, RankedTerm) and node.hits is None:
                 fn = resolvers.get(node.kind)
                 if fn is None:
                     node.require_hits()  # raises the QueryError
-                return node.with_hits(list(fn(session, node.argument)))
+                key = (node.kind, node.argument)
+                if key not in answers:
+                    answers[key] = list(fn(session, node.argument))
+                return node.with_hits(answers[key])
             return None
 
         return replace(self, expr=transform(self.expr, answer))

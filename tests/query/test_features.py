@@ -90,7 +90,9 @@ def test_text_term_keeps_the_resolver_ranking_and_combines_with_and(library_db):
 
     with library_db.session() as s:
         hits = search_hits(s, '~"a dog outdoors" dog', resolvers={"text": text_resolver})
-    assert calls == ["a dog outdoors"]
+        assert calls == ["a dog outdoors"]
+        search_hits(s, '~"a dog outdoors" dog , ~"a dog outdoors" sky', resolvers={"text": text_resolver})
+    assert calls == ["a dog outdoors"] * 2  # one call per query, not per occurrence
     # AND with `dog` drops sky; status ok drops gone_dog; order = the resolver's
     assert [library_db.key_of[h.photo_id] for h in hits] == ["cat_and_dog", "dog_beach", "park"]
     assert [h.score for h in hits] == pytest.approx([1.0, 0.8, 0.6])
