@@ -238,9 +238,9 @@ def query_sets(con: sqlite3.Connection, rng, n_queries: int) -> dict[str, list[l
     by_use = counts / counts.sum()
     sets = {
         # users type the tags they see most: drawn by how often they are used
-        "popular": [list(rng.choice(names, 3, replace=False, p=by_use)) for _ in range(n_queries)],
+        "popular": [[str(t) for t in rng.choice(names, 3, replace=False, p=by_use)] for _ in range(n_queries)],
         # any tag of the vocabulary, uniformly (mostly rare ones)
-        "uniform": [list(rng.choice(names, 3, replace=False)) for _ in range(n_queries)],
+        "uniform": [[str(t) for t in rng.choice(names, 3, replace=False)] for _ in range(n_queries)],
     }
     # three tags that co-occur on one photo: guarantees a non-empty answer
     picks = rng.integers(1, con.execute("SELECT max(id) FROM photos").fetchone()[0] + 1, n_queries)
@@ -249,54 +249,107 @@ def query_sets(con: sqlite3.Connection, rng, n_queries: int) -> dict[str, list[l
         tags = [r[0] for r in con.execute(
             "SELECT t.name FROM photo_tags pt JOIN tags t ON t.id = pt.tag_id WHERE pt.photo_id = ?",
             (int(pid),))]
-        sets["co-occurring"].append(list(rng.choice(tags, 3, replace=False)))
+        sets["co-occurring"].append([str(t) for t in rng.choice(tags, 3, replace=False)])
     return sets
 
 
-def bench_tag_queries(db_path: Path, n_queries: int, seed: int) -> dict[str, float]:
+class Budget:
+    """Abort a query that runs past ``seconds`` (its time is then recorded as the budget)."""
+
+    def __init__(self, con: sqlite3.Connection, seconds: float):
+        self.con, self.seconds, self.deadline = con, seconds, 0.0
+        con.set_progress_handler(self._check, 10_000)
+
+    def _check(self) -> int:
+        return 1 if time.perf_counter() > self.deadline else 0
+
+    def run(self, sql: str, params) -> tuple[float, bool]:
+        t = time.perf_counter()
+        self.deadline = t + self.seconds
+        try:
+            self.con.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "interrupted" not in str(exc):
+                raise
+            return self.seconds, False
+        return time.perf_counter() - t, True
+
+
+def report(label: str, times: list[float], finished: int) -> float:
+    med = statistics.median(times) * 1000
+    p90 = float(np.percentile(times, 90)) * 1000
+    cut = f"   ({len(times) - finished} of {len(times)} cut at the budget)" if finished < len(times) else ""
+    log(f"  {label} median {med:8.1f} ms   p90 {p90:8.1f} ms{cut}")
+    return med
+
+
+def bench_tag_queries(db_path: Path, n_queries: int, seed: int, budget_s: float) -> dict[str, float]:
     rng = np.random.default_rng(seed + 1)
     con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     con.execute("PRAGMA cache_size = -262144")  # 256 MiB, like a warm desktop process
-    sets = query_sets(con, rng, n_queries)
+    t, sets = timed(lambda: query_sets(con, rng, n_queries))
+    log(f"  (picked the query tags in {t:.1f} s)")
+    budget = Budget(con, budget_s)
     results: dict[str, float] = {}
     for shape in ("exists", "intersect", "count"):
         sql = shape_sql(shape, 3)
         plan = " | ".join(r[-1] for r in con.execute("EXPLAIN QUERY PLAN " + sql, ("a", "b", "c")))
         log(f"  plan[{shape}]: {plan}")
         for set_name, queries in sets.items():
-            con.execute(sql, queries[0]).fetchall()  # warm the cache
-            times = []
-            for q in queries:
-                t, _ = timed(lambda: con.execute(sql, q).fetchall())
-                times.append(t)
-            med = statistics.median(times) * 1000
-            p90 = float(np.percentile(times, 90)) * 1000
-            results[f"sql {shape:9s} {set_name}"] = med
-            log(f"  sql {shape:9s} {set_name:13s} median {med:8.1f} ms   p90 {p90:8.1f} ms")
+            budget.run(sql, queries[0])  # warm the cache
+            runs = [budget.run(sql, q) for q in queries]
+            results[f"sql {shape} {set_name}"] = report(
+                f"sql {shape:9s} {set_name:13s}", [r[0] for r in runs], sum(r[1] for r in runs))
     con.close()
 
     try:
         import phototag.query as query  # the real query path, when it exists
     except ImportError:
         query = None
-    search = getattr(query, "search", None) if query else None
-    if search is None:
-        log("  phototag.query.search not available: only the SQL shapes above were measured")
+    search_ids = getattr(query, "search_ids", None) if query else None
+    if search_ids is None:
+        log("  phototag.query.search_ids not available: only the SQL shapes above were measured")
         return results
-    from sqlalchemy import create_engine
+    from sqlalchemy import create_engine, event
     from sqlalchemy.orm import Session
 
     engine = create_engine(f"sqlite:///{db_path}")
+    budgets: list[Budget] = []
+
+    @event.listens_for(engine, "connect")
+    def _budget(dbapi_conn, _record):
+        dbapi_conn.execute("PRAGMA cache_size = -262144")
+        budgets.append(Budget(dbapi_conn, budget_s))
+
     with Session(engine) as session:
+        session.execute(__import__("sqlalchemy").text("SELECT 1"))
+        b = budgets[-1]
         for set_name, queries in sets.items():
-            times = []
-            for q in queries:
-                text = " ".join(f'tag:"{t}"' if " " in t else f"tag:{t}" for t in q)
-                t, _ = timed(lambda: _run_query(search, session, text))
-                times.append(t)
-            med = statistics.median(times) * 1000
-            results[f"phototag.query {set_name}"] = med
-            log(f"  phototag.query.search {set_name:13s} median {med:8.1f} ms")
+            runs = []
+            for q in (queries[0], *queries):
+                t0 = time.perf_counter()
+                b.deadline = t0 + budget_s
+                try:
+                    search_ids(session, list(q), limit=100)
+                    runs.append((time.perf_counter() - t0, True))
+                except Exception as exc:  # noqa: BLE001 - the budget interrupt comes wrapped
+                    if "interrupted" not in str(exc):
+                        raise
+                    session.rollback()
+                    runs.append((budget_s, False))
+            runs = runs[1:]
+            results[f"phototag.query {set_name}"] = report(
+                f"phototag.query.search_ids {set_name:13s}", [r[0] for r in runs], sum(r[1] for r in runs))
+        if sets["co-occurring"]:
+            q = sets["co-occurring"][0]
+            try:
+                from phototag.query import parse_query
+
+                compiled = parse_query(list(q)).statement().compile(
+                    engine, compile_kwargs={"literal_binds": True})
+                log(f"  phototag.query SQL for {q}: {' '.join(str(compiled).split())}")
+            except Exception as exc:  # noqa: BLE001 - informative only
+                log(f"  (could not show the compiled SQL: {exc})")
     engine.dispose()
     return results
 
@@ -313,6 +366,15 @@ RECOMMENDED_INDEXES = {
     # without it max(created_at) reads every row, past each 2 KiB vector blob
     "ix_embeddings_model_created": "CREATE INDEX IF NOT EXISTS ix_embeddings_model_created ON embeddings (model_id, created_at)",
 }
+
+
+def drop_recommended_indexes(db_path: Path) -> None:
+    con = sqlite3.connect(db_path)
+    for name in RECOMMENDED_INDEXES:
+        con.execute(f"DROP INDEX IF EXISTS {name}")
+    con.execute("ANALYZE")
+    con.commit()
+    con.close()
 
 
 def add_recommended_indexes(db_path: Path) -> None:
@@ -408,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of tag popularity")
     ap.add_argument("--db", type=Path, default=None, help="library file (default: a temp dir)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the library even if --db exists")
-    ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--queries", type=int, default=30, help="queries per set")
+    ap.add_argument("--budget", type=float, default=2.0, help="seconds before a query is cut off")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--hnsw-threshold", type=int, default=50_000)
     ap.add_argument("--seed", type=int, default=0)
@@ -444,13 +507,15 @@ def main(argv: list[str] | None = None) -> int:
         f"({db_size / args.photos - args.dim * 4:.0f} B/photo without the embedding blob); "
         f"{n_pt:,} photo_tags ({n_pt / args.photos:.1f}/photo)")
 
-    log("tag queries (3 terms, first page of 100, newest first), schema indexes only:")
-    bench_tag_queries(db_path, args.queries, args.seed)
+    drop_recommended_indexes(db_path)  # a reused library may have them from an earlier run
+    log(f"tag queries (3 terms, first page of 100, newest first; {args.budget:g} s budget per query), "
+        "schema indexes only:")
+    bench_tag_queries(db_path, args.queries, args.seed, args.budget)
     watermark_ms(db_path)
     log("adding the recommended indexes:")
     add_recommended_indexes(db_path)
     log("tag queries with the recommended indexes:")
-    bench_tag_queries(db_path, args.queries, args.seed)
+    bench_tag_queries(db_path, args.queries, args.seed, args.budget)
     watermark_ms(db_path)
     if not args.skip_faiss:
         log("similar photos (FAISS):")
