@@ -283,7 +283,6 @@ def export_photos(
                 select(Photo.id).where(Photo.status == PhotoStatus.ok.value).order_by(Photo.id)))
         else:
             ids = list(dict.fromkeys(photo_ids))
-        statuses = dict(session.execute(select(Photo.id, Photo.status).where(Photo.id.in_(ids)))) if ids else {}
         tag_paths = _TagPaths(session)
 
     opened: list[Exporter] = []
@@ -302,6 +301,8 @@ def export_photos(
             batch_ids = ids[start:start + batch_size]
             with make_session() as session:
                 items = load_items(session, batch_ids, tag_paths)
+                statuses = {pid: status for pid, status in session.execute(
+                    select(Photo.id, Photo.status).where(Photo.id.in_(batch_ids)))}
                 states = {
                     (s.photo_id, s.exporter): s
                     for s in session.scalars(select(ExportState).where(

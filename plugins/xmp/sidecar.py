@@ -312,7 +312,8 @@ def read_keywords(path: Path | str, root: str | None = "phototag",
     Reads both sidecar names, the photo's embedded XMP and its IPTC keywords. Keywords under
     phototag's ``root`` and the ``dc:subject`` entries phototag added are left out (they are
     phototag's own), so are other tools' bookkeeping trees (``darktable|…``). A flat keyword that
-    is also a level of a hierarchical keyword is not repeated. Files exiv2 cannot read are
+    is also a level of a hierarchical keyword is not repeated, nor is a path that is the ancestor
+    of another (the tag hierarchy implies it). Files exiv2 cannot read are
     skipped (logged), so this never fails on a photo."""
     exiv2 = _exiv2()
     path = Path(path)
@@ -339,6 +340,8 @@ def read_keywords(path: Path | str, root: str | None = "phototag",
     hierarchical = {p for p in hierarchical if p and p[0] not in ignored}
     flat = {f for f in flat if f.split("|")[0].strip() not in ignored}
     levels = {name for p in hierarchical for name in p}
-    result = {"/".join(p) for p in hierarchical}
+    # an ancestor path (lr:hierarchicalSubject lists them) is implied by its descendant
+    prefixes = {p[:depth] for p in hierarchical for depth in range(1, len(p))}
+    result = {"/".join(p) for p in hierarchical if p not in prefixes}
     result |= {f for f in flat if f not in levels}
     return sorted(result)
