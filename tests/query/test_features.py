@@ -25,7 +25,7 @@ from phototag.query import (
 from phototag.query.nodes import view_get
 from phototag.query.view import TagView, load_views
 
-from .conftest import NOW, OK, PHOTOS, set_tz
+from .conftest import NOW, PHOTOS, set_tz
 
 
 @pytest.mark.parametrize(
