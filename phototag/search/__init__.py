@@ -24,6 +24,8 @@ __all__ = [
     "SearchError",
     "TextModelUnavailable",
     "default_model_id",
+    "default_resolvers",
+    "tagger_for_model_id",
     "similar_resolver",
     "text_resolver",
 ]
@@ -51,9 +53,20 @@ def photo_id_for_path(conn: Any, path: Path | str) -> int | None:
 
 
 def text_resolver(
-    home: Path | str, engine: Any = None, *, k: int | None = None, encoder: Any = None, **options: Any
+    home: Path | str,
+    engine: Any = None,
+    *,
+    k: int | None = None,
+    encoder: Any = None,
+    min_score: float = 0.15,
+    relative: float = 0.5,
+    **options: Any,
 ) -> Callable[[Any, str], Hits]:
-    """``fn(session, text)`` → photos whose tags/captions mean ``text`` (all of them when k is None)."""
+    """``fn(session, text)`` → photos whose tags/captions mean ``text``, best first.
+
+    A query term matches the photos it returns, so weak hits are cut: under ``min_score``, or
+    under ``relative`` × the best hit's score. ``k`` caps the count (None: no cap).
+    """
     from phototag.search.text import TextSearcher
 
     searcher: list[TextSearcher] = []
@@ -61,7 +74,7 @@ def text_resolver(
     def resolve(session: Any, query: str) -> Hits:
         if not searcher:
             searcher.append(TextSearcher(home, engine, encoder=encoder, **options))
-        return searcher[0].search(query, k, conn=session)
+        return searcher[0].search(query, k, conn=session, min_score=min_score, relative=relative)
 
     return resolve
 
@@ -105,3 +118,29 @@ def similar_resolver(
         return index.similar_to_file(Path(path).expanduser(), tagger_factory(mid), k)
 
     return resolve
+
+
+def tagger_for_model_id(settings: Any, model_id: str) -> Any:
+    """A tagger (from the registry) whose embeddings are those of ``model_id``."""
+    from phototag.tagging.registry import get_tagger, list_taggers
+
+    infos = list_taggers(settings)
+    names = [i.name for i in infos if i.model_id == model_id]
+    if not names:
+        known = ", ".join(f"{i.name} ({i.model_id})" for i in infos) or "none"
+        raise SearchError(
+            f"no installed model makes {model_id!r} embeddings (installed: {known}); "
+            "only photos already in the library can be compared"
+        )
+    return get_tagger(settings, names[0])
+
+
+def default_resolvers(lib: Any) -> dict[str, Callable[[Any, str], Hits]]:
+    """The ``similar`` and ``text`` resolvers of a :class:`phototag.library.Library`."""
+    home = lib.settings.home
+    return {
+        "similar": similar_resolver(
+            home, lib.engine, tagger_factory=lambda mid: tagger_for_model_id(lib.settings, mid)
+        ),
+        "text": text_resolver(home, lib.engine),
+    }

@@ -336,8 +336,20 @@ class TextSearcher:
             return phrase, []
         return phrase, [[w] for w in words]
 
-    def search(self, query: str, k: int | None = 100, *, conn: Any = None) -> list[tuple[int, float]]:
-        """Photos matching ``query`` by meaning, best first: (photo_id, score)."""
+    def search(
+        self,
+        query: str,
+        k: int | None = 100,
+        *,
+        conn: Any = None,
+        min_score: float = 0.0,
+        relative: float = 0.0,
+    ) -> list[tuple[int, float]]:
+        """Photos matching ``query`` by meaning, best first: (photo_id, score).
+
+        ``min_score`` drops weak hits; ``relative`` drops hits scoring under that fraction of
+        the best one (so "puppy" keeps the dogs, not the cats that are a little like dogs).
+        """
         query = query.strip()
         if not query:
             return []
@@ -395,7 +407,9 @@ class TextSearcher:
                 for photo_id, value in self._caption_scores(c, vecs[phrase[0]]).items():
                     scores[photo_id] = scores.get(photo_id, 0.0) + self.caption_weight * value
 
-        ranked = sorted(((p, s) for p, s in scores.items() if s > 0), key=lambda x: (-x[1], x[0]))
+        best = max(scores.values(), default=0.0)
+        cut = max(min_score, relative * best, 1e-9)
+        ranked = sorted(((p, s) for p, s in scores.items() if s >= cut), key=lambda x: (-x[1], x[0]))
         return ranked if k is None else ranked[:k]
 
     def _photo_tags(self, conn: Connection, tag_ids: set[int]) -> list[tuple[int, int, float | None]]:
