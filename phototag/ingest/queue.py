@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Collection, Iterable
 
 from sqlalchemy import delete, func, select, update
 
@@ -109,35 +109,43 @@ class WorkQueue:
         return True
 
     # ---- the consumer ---------------------------------------------------------------------
-    def claim(self, limit: int, skip: dict[str, dt.datetime] | None = None) -> list[QueuedItem]:
+    def claim(self, limit: int, skip: Collection[str] = ()) -> list[QueuedItem]:
         """Up to ``limit`` rows in priority, then FIFO, order; ``attempts`` is incremented (committed).
 
-        ``skip``: path → ``enqueued_at`` of claims still in flight in this process (not claimed again
-        unless enqueued anew). Rows that already failed :data:`ISOLATE_AFTER` times come first and
+        ``skip``: paths with a claim still in flight in this process: never two jobs for one file at
+        once (a row enqueued again meanwhile is claimed after the first job is done). Rows that already failed :data:`ISOLATE_AFTER` times come first and
         alone (a one-item list), so that a poison file only hurts itself."""
-        skip = skip or {}
+        skip = set(skip)
         with self.library.session() as session:
             suspect = session.scalars(
                 select(WorkItem).where(WorkItem.attempts >= ISOLATE_AFTER).order_by(WorkItem.priority.desc(), WorkItem.id)
                 .limit(len(skip) + 1)
             ).all()
-            suspect = [r for r in suspect if skip.get(r.path) != r.enqueued_at][:1]
+            suspect = [r for r in suspect if r.path not in skip][:1]
             if suspect:
                 rows = suspect
             else:
                 rows = session.scalars(
                     select(WorkItem).order_by(WorkItem.priority.desc(), WorkItem.id).limit(limit + len(skip))
                 ).all()
-                rows = [r for r in rows if skip.get(r.path) != r.enqueued_at][:limit]
+                rows = [r for r in rows if r.path not in skip][:limit]
             if not rows:
                 return []
-            session.execute(
-                update(WorkItem).where(WorkItem.id.in_([r.id for r in rows])).values(attempts=WorkItem.attempts + 1)
-            )
-            return [
+            items = [
                 QueuedItem(r.id, Path(r.path), r.reason, r.priority, r.attempts, r.last_error, r.enqueued_at)
                 for r in rows
             ]
+            session.execute(
+                update(WorkItem).where(WorkItem.id.in_([r.id for r in rows])).values(attempts=WorkItem.attempts + 1)
+            )
+            return items
+
+    def queued_paths(self, paths: Collection[str]) -> set[str]:
+        """Which of ``paths`` have a queue row (whatever its ``enqueued_at``)."""
+        if not paths:
+            return set()
+        with self.library.session() as session:
+            return set(session.scalars(select(WorkItem.path).where(WorkItem.path.in_(list(paths)))).all())
 
     def still_queued(self, claims: dict[str, dt.datetime]) -> set[str]:
         """Which of these claims are still in the queue unchanged (neither done nor enqueued again)."""

@@ -218,9 +218,12 @@ class Watcher:
         self._wakeup = threading.Event()  # something was enqueued (or we are stopping)
         self._inotify: InotifyObserver | None = None
         self._polling: PollingObserver | None = None
-        self._paused_claims: dict[str, object] = {}
+        self._paused_claims: set[str] = set()
+        self._in_flight: dict[str, object] = {}  # path → enqueued_at of the claim being worked on
+        self._in_flight_lock = threading.Lock()
         self._last_reconcile = 0.0
         self._next_root_check = 0.0
+        self.retry_seconds = 2.0  # pause after the model failed on a batch
         self.ready = threading.Event()  # set once watches are in place and the catch-up pass is queued
 
     # ---- public ---------------------------------------------------------------------------
@@ -237,8 +240,11 @@ class Watcher:
                 except Exception as exc:  # the model failed on a batch: rows stay queued, retried, then given up
                     log.error("tagging failed: %s: %s", type(exc).__name__, exc,
                               extra={"event": "batch_failed", "error": str(exc)})
-                    self.queue.note_failure(list(self._in_flight), f"{type(exc).__name__}: {exc}")
-                    self.stop_event.wait(2.0)
+                    with self._in_flight_lock:
+                        failed = list(self._in_flight)
+                        self._in_flight.clear()
+                    self.queue.note_failure(failed, f"{type(exc).__name__}: {exc}")
+                    self.stop_event.wait(self.retry_seconds)
         finally:
             self.stop_event.set()
             self._wakeup.set()
@@ -355,14 +361,15 @@ class Watcher:
         return not path.startswith(home)
 
     def _root_present(self, root: RootState) -> bool:
-        """The root is there: a folder, on the drive it was on, and not an empty mount point
-        standing in for a drive that holds photos the library knows."""
+        """The root is there: a folder on the drive it was on (an unmounted drive leaves its mount point
+        behind, on another device). Before we know its drive (at start, after a pause), an empty folder
+        standing in for photos the library knows counts as not there: it looks like an unmounted drive."""
         try:
             st = root.path.stat()
             if not os.path.isdir(root.path):
                 return False
-            if root.device is not None and st.st_dev != root.device:
-                return False
+            if root.device is not None:
+                return st.st_dev == root.device
             with os.scandir(root.path) as it:
                 empty = next(it, None) is None
         except OSError:
@@ -693,18 +700,30 @@ class Watcher:
         return len(todo)
 
     # ---- the consumer -------------------------------------------------------------------------
-    _in_flight: dict = {}
+    def _finished(self, paths: Iterable[str]) -> None:
+        removed = False
+        with self._in_flight_lock:
+            for path in paths:
+                removed = self._in_flight.pop(path, None) is not None or removed
+        if removed:
+            self._wakeup.set()  # a row enqueued again while this one was in flight may wait
 
     def _jobs(self) -> Iterator[Job]:
-        """Jobs claimed from the queue, classified (unchanged/moved need no model), forever."""
-        self._in_flight = in_flight = {}
+        """Jobs claimed from the queue, classified (unchanged/moved need no model), forever.
+
+        A path is never in flight twice: a row enqueued again while its first job is in the pipeline
+        waits until that job is committed, and is then classified against what was stored."""
+        in_flight = self._in_flight
+        with self._in_flight_lock:
+            in_flight.clear()
         report = Report()
         while not self.stop_event.is_set():
-            if in_flight:
-                still = self.queue.still_queued(in_flight)
-                for path in [p for p in in_flight if p not in still]:
-                    del in_flight[path]
-            skip = {**self._paused_claims, **in_flight}
+            with self._in_flight_lock:
+                flying = list(in_flight)
+            if flying:  # jobs whose rows are gone (done, or moved away) are not in flight any more
+                self._finished(set(flying) - self.queue.queued_paths(flying))
+            with self._in_flight_lock:
+                skip = self._paused_claims | set(in_flight)
             items = self.queue.claim(self.pipeline.batch_size, skip=skip)
             if not items:
                 self._wakeup.wait(IDLE_CLAIM_SECONDS)
@@ -717,7 +736,8 @@ class Watcher:
                 job = self._prepare(item, report)
                 if job is None:
                     continue
-                in_flight[str(item.path)] = item.enqueued_at
+                with self._in_flight_lock:
+                    in_flight[str(item.path)] = item.enqueued_at
                 yield job
                 if item.isolated:  # suspected poison: alone in its batch, and wait for its outcome
                     while not self.stop_event.is_set() and self.queue.still_queued({str(item.path): item.enqueued_at}):
@@ -737,7 +757,7 @@ class Watcher:
             return None
         if root.paused:
             self._unclaim([item])
-            self._paused_claims[path] = item.enqueued_at
+            self._paused_claims.add(path)
             return None
         if item.attempts >= self.queue.max_attempts:
             self.queue.give_up(item, root.path)
@@ -779,6 +799,7 @@ class Watcher:
     def _progress(self, event: str, n: int) -> None:
         """After each batch (and each unchanged file): log the batch's unreadable files."""
         if self.report.errors:
+            self._finished(p for p, _ in self.report.errors)
             for path, error in self.report.errors:
                 self.stats.failed += 1
                 log.warning("cannot tag %s: %s", path, error, extra={"event": "error", "path": path, "error": error})
@@ -787,6 +808,7 @@ class Watcher:
     def _committed(self, photo_ids: list[int]) -> None:
         with self.library.session() as session:
             rows = session.execute(select(Photo.path, Photo.tagged_at).where(Photo.id.in_(photo_ids))).all()
+        self._finished(r.path for r in rows)
         self.stats.tagged += len(rows)
         if rows:
             self.stats.last_tagged = rows[-1].path
