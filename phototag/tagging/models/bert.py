@@ -311,7 +311,13 @@ class BertLMHeadModel(nn.Module):
         self.config = config
         self.bert = BertModel(config)
         self.cls = BertOnlyMLMHead(config)
-        self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """LM-head decoder weight = word embeddings; decoder bias = ``cls.predictions.bias``."""
+        predictions = self.cls.predictions
+        predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+        predictions.decoder.bias = predictions.bias
 
     def forward(
         self,

@@ -101,6 +101,15 @@ class _TaggerBase(nn.Module):
         if self.has_text:
             tie_tagging_head(self.tag_encoder, self.tagging_head)
 
+    def tie_weights(self) -> None:
+        """(Re-)tie shared tensors: tagging head ↔ tag encoder layers 0-1, LM head ↔ word embeddings.
+
+        Needed after ``load_state_dict(assign=True)``, which replaces parameters one key at a time.
+        """
+        if self.has_text:
+            tie_tagging_head(self.tag_encoder, self.tagging_head)
+            self.text_decoder.tie_weights()
+
     @property
     def num_classes(self) -> int:
         return self.arch.num_classes
@@ -158,6 +167,9 @@ class RAMPlus(RAM):
         self.wordvec_proj = nn.Linear(arch.clip_dim, arch.head.hidden_size)
         self.fc = nn.Linear(arch.head.hidden_size, 1)
         self.image_proj = nn.Linear(arch.swin.num_features, arch.clip_dim)
+
+    def tie_weights(self) -> None:
+        pass
 
     def label_queries(self, image_embeds: torch.Tensor) -> torch.Tensor:
         b = image_embeds.shape[0]

@@ -119,6 +119,11 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
+    def reset_buffers(self) -> None:
+        """Recompute the (non-persistent) index buffer, e.g. after building on the meta device."""
+        device = self.relative_position_bias_table.device
+        self.relative_position_index = relative_position_index(self.window).to(device)
+
     def position_bias(self) -> torch.Tensor:
         n = self.window * self.window
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
@@ -156,6 +161,12 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         mask = shifted_window_mask(resolution, resolution, window, shift) if shift else None
         self.register_buffer("attn_mask", mask, persistent=False)
+
+    def reset_buffers(self) -> None:
+        """Recompute the (non-persistent) shift mask, e.g. after building on the meta device."""
+        if self.shift:
+            device = self.norm1.weight.device
+            self.attn_mask = shifted_window_mask(self.resolution, self.resolution, self.window, self.shift).to(device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, length, c = x.shape

@@ -1,0 +1,97 @@
+"""phototag models add|list|default|verify: install and manage RAM / RAM++ / Tag2Text model packs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from phototag.cli.common import ListFormat, console, out, print_json
+from phototag.config import get_settings
+
+app = typer.Typer(help="Install and manage tagging models (RAM, RAM++, Tag2Text packs).", no_args_is_help=True)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="models")
+
+
+def _file(help_text: str, required: bool = False):
+    return typer.Option(
+        ... if required else None, help=help_text, exists=True, dir_okay=False, readable=True,
+        resolve_path=True, show_default=False,
+    )
+
+
+@app.command("add")
+def add(
+    name: str = typer.Argument(..., help="Name to call the model by (e.g. ram_plus)."),
+    checkpoint: Path = _file("Official checkpoint (.pth), e.g. ram_plus_swin_large_14m.pth.", required=True),
+    tags: Path = _file("Tag list, one name per line in class order (ram_tag_list.txt / tag2text_ori_tag_list.txt).",
+                       required=True),
+    tags_zh: Optional[Path] = _file("Chinese tag list (RAM/RAM++: ram_tag_list_chinese.txt)."),
+    thresholds: Optional[Path] = _file("Per-class thresholds (RAM/RAM++: ram_tag_list_threshold.txt); "
+                                       "default 0.68 (Tag2Text: the official 0.68/0.7)."),
+    vocab: Optional[Path] = _file("BERT vocab.txt (bert-base-uncased) to keep Tag2Text's captioning."),
+    replace: bool = typer.Option(False, "--replace", help="Replace an existing pack of that name."),
+) -> None:
+    """Check an official checkpoint, convert it to a tagging-only safetensors file and install it."""
+    from phototag.tagging.packs import add_pack
+
+    settings = get_settings()
+    with console.status(f"Checking and converting {checkpoint.name} …"):
+        info = add_pack(settings.models_dir, name, checkpoint, tags, tags_zh, thresholds, vocab, replace=replace)
+    size = (info.path / "weights.safetensors").stat().st_size
+    out.print(f"Added model [bold]{info.name}[/]: {info.description}")
+    out.print(f"  weights {info.path / 'weights.safetensors'} ({size / 1e6:,.0f} MB, sha256 {info.weights_sha256[:16]}…)")
+    if settings.default_model != info.name:
+        out.print(f"  make it the default with: phototag models default {info.name}")
+
+
+@app.command("list")
+def list_(fmt: ListFormat = typer.Option(ListFormat.table, "--format", "-f", help="table or json.")) -> None:
+    """Installed models (the built-in one and every pack)."""
+    from phototag.tagging.packs import list_packs
+
+    settings = get_settings()
+    default = settings.default_model
+    rows = [{"name": "builtin", "kind": "builtin", "classes": None, "captions": False, "default": default == "builtin",
+             "description": "EfficientNet-Lite0 (ImageNet), ships with phototag", "weights_sha256": None}]
+    for p in list_packs(settings.models_dir):
+        rows.append({"name": p.name, "kind": p.kind, "classes": p.num_classes, "captions": p.captioning,
+                     "default": default == p.name, "description": p.description, "weights_sha256": p.weights_sha256,
+                     "source_sha256": p.source_sha256, "path": str(p.path)})
+    if fmt == ListFormat.json:
+        print_json(rows)
+        return
+    table = Table("", "name", "kind", "classes", "description", box=None)
+    for r in rows:
+        table.add_row("*" if r["default"] else "", r["name"], r["kind"],
+                      "" if r["classes"] is None else str(r["classes"]), r["description"])
+    out.print(table)
+
+
+@app.command("default")
+def default(name: str = typer.Argument(..., help="builtin or an installed pack's name.")) -> None:
+    """Make NAME the model that scan/watch/retag use by default."""
+    from phototag.tagging.packs import PackError, list_packs
+
+    settings = get_settings()
+    names = ["builtin", *(p.name for p in list_packs(settings.models_dir))]
+    if name not in names:
+        raise PackError(f"no model called {name!r}; installed: {', '.join(names)}")
+    settings.set_default_model(name)
+    out.print(f"Default model: [bold]{name}[/]")
+
+
+@app.command("verify")
+def verify(name: str = typer.Argument(..., help="An installed pack's name.")) -> None:
+    """Re-hash a pack's files and check them against pack.json."""
+    from phototag.tagging.packs import verify_pack
+
+    settings = get_settings()
+    with console.status(f"Verifying {name} …"):
+        info = verify_pack(settings.models_dir, name)
+    out.print(f"{info.name}: OK ({len(info.files)} files, weights sha256 {info.weights_sha256[:16]}…)")

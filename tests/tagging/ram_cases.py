@@ -1,0 +1,42 @@
+"""Model configurations shared by the RAM tests, the golden-file recipe and the benchmark.
+
+``TINY`` mirrors what ``golden/make_ram_golden.md`` gave the official implementation: the real
+class counts (RAM++: 50 classes), Swin with embed 16 / depths 2-2-2-2 / heads 1-2-2-4 at 384 px
+(the real window 12, shift 6 and -100 masks) and BERTs of width 64 (4 heads, FFN 128, 2 layers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from phototag.tagging.models.bert import BertConfig
+from phototag.tagging.models.ram import ARCHS, RamArch
+from phototag.tagging.models.swin import SwinConfig
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+RAM_DATA = SHARED / "ram-data"
+MANIFESTS = RAM_DATA / "manifests"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+#: seed of the synthetic state dicts behind the golden files
+GOLDEN_SEED = 1234
+
+MANIFEST_NAMES = {"ram": "ram_swin_l_384", "ram_plus": "ram_plus_swin_l_384", "tag2text": "tag2text_swin_b_384"}
+
+_TINY_SWIN = SwinConfig(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+
+
+def _bert(encoder_width: int) -> BertConfig:
+    return BertConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, encoder_width=encoder_width)
+
+
+def tiny_arch(kind: str) -> RamArch:
+    base = ARCHS[kind]()
+    width = 512 if kind != "tag2text" else _TINY_SWIN.num_features
+    return base.tiny(
+        swin=_TINY_SWIN,
+        num_classes=50 if kind == "ram_plus" else base.num_classes,
+        head=_bert(width),
+        text=None if kind == "ram_plus" else _bert(width),
+    )
