@@ -59,10 +59,10 @@ def register_taggers(settings: "Settings") -> "Sequence[Tagger] | None":
 def register_query_fields() -> "Sequence[Any] | None":
     """Return extra fields for the search language (``field:value`` terms).
 
-    Each item is a field object of the kind the query package's field registry holds
-    (``phototag.query.fields``): a ``name``, a SQL face used to build the ``WHERE`` clause with
-    bound parameters only, and a Python face used to match one photo. A field name that clashes
-    with a built-in field is an error.
+    Each item is a :class:`phototag.query.fields.FieldSpec`: a ``name`` (letters, digits, ``_``),
+    a ``factory`` that turns a :class:`phototag.query.fields.FieldValue` into a query node (built
+    with bound parameters only), and a ``help`` text. A name that is already taken (by a built-in
+    field or another plugin) is an error.
     """
 
 

@@ -187,3 +187,48 @@ def test_duplicate_exporter_names_are_an_error(site, tmp_path):
     plugins.register_plugin(Twin, "twin")
     with pytest.raises(plugins.PluginError, match="two plugins provide an exporter named 'list'"):
         plugins.exporters(settings)
+
+
+EXTRAS_SOURCE = textwrap.dedent('''
+    from phototag.hookspecs import hookimpl
+    from phototag.query.fields import FieldSpec
+    from phototag.query.nodes import All
+    from phototag.tagging.base import Prediction, Tagger, TagScore
+
+    class ConstantTagger(Tagger):
+        name = "constant"
+        model_id = "plugin/constant"
+
+        @property
+        def weights_sha256(self):
+            return "0" * 64
+
+        def prepare(self, image):
+            return image.size
+
+        def predict(self, batch):
+            return [Prediction(tags=[TagScore("thing", 1.0)]) for _ in batch]
+
+    @hookimpl
+    def register_taggers(settings):
+        return [ConstantTagger()]
+
+    @hookimpl
+    def register_query_fields():
+        return [FieldSpec("anything", lambda value: All(), "matches every photo")]
+''')
+
+
+def test_extra_taggers_and_query_fields(site, tmp_path):
+    _install(site, "phototag_extras", "2.0", {"extras": "phototag_extras"}, {"phototag_extras": EXTRAS_SOURCE})
+    importlib.invalidate_caches()
+    try:
+        settings = make_home(tmp_path, {"plugins": {"enabled": ["extras"]}})
+        [tagger] = plugins.taggers(settings)
+        assert tagger.name == "constant" and tagger.predict([(1, 1)])[0].tags == [TagScore("thing", 1.0)]
+        [field] = plugins.query_fields(settings)
+        assert field.name == "anything" and field.help == "matches every photo"
+        row = {r.name: r for r in plugins.list_plugins(settings)}["extras"]
+        assert row.hooks == ["register_query_fields", "register_taggers"] and row.version == "2.0"
+    finally:
+        sys.modules.pop("phototag_extras", None)
