@@ -210,3 +210,20 @@ def test_similar_to_file_and_to_photo_with_real_photos(tmp_path, home, engine):
     broken.write_bytes(b"not a jpeg")
     with pytest.raises(SearchError, match="cannot read image"):
         index.similar_to_file(broken, tagger)
+
+
+def test_similar_resolver_for_the_query_language(engine, home, tmp_path):
+    from sqlalchemy.orm import Session
+
+    from phototag.search import similar_resolver
+
+    rng = np.random.default_rng(7)
+    vectors = unit_vectors(rng, 30, 16)
+    add_photos(engine, vectors)  # stored at /photos/<id>.jpg
+    resolve = similar_resolver(home, engine, k=5)
+    with Session(engine) as session:
+        hits = resolve(session, "/photos/4.jpg")
+    want, _ = brute_force(vectors, np.arange(1, 31), vectors[3], 6)
+    assert [pid for pid, _ in hits] == [p for p in want.tolist() if p != 4][:5]
+    with Session(engine) as session, pytest.raises(SearchError, match="neither"):
+        resolve(session, str(tmp_path / "nothing.jpg"))
