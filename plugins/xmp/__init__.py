@@ -32,6 +32,7 @@ from .sidecar import (
     find_sidecars,
     merge_keywords,
     read_keywords,
+    remove_stale_temps,
     sidecar_path,
     update_keywords,
 )
@@ -67,6 +68,10 @@ class XmpExporter(Exporter):
             raise ExportError("[plugins.xmp] sidecar and write_image are both false: nothing to write")
         sidecar_path(Path("check.jpg"), merged["sidecar_style"])  # validates the style early
         super().__init__(merged)
+        self._cleaned: set[Path] = set()
+
+    def open(self, dry_run: bool) -> None:
+        self._cleaned = set()
 
     @property
     def root(self) -> str:
@@ -89,6 +94,9 @@ class XmpExporter(Exporter):
         if not photo.exists():
             result.detail = "photo file not found"
             return result
+        if not dry_run and photo.parent not in self._cleaned:  # once per folder and run
+            remove_stale_temps(photo.parent)
+            self._cleaned.add(photo.parent)
         paths = self.paths(item)
         changed_any = False
         notes: list[str] = []

@@ -41,6 +41,7 @@ RECORD = f"Xmp.{PHOTOTAG_PREFIX}.subjects"
 #: hierarchical keyword fields other tools write, with their separators (read only)
 OTHER_HIERARCHICAL = {"Xmp.MicrosoftPhoto.LastKeywordXMP": "/", "Xmp.mediapro.CatalogSets": "|"}
 IPTC_KEYWORDS = "Iptc.Application2.Keywords"
+TEMP_SUFFIX = ".phototag-tmp"
 
 #: top-level keywords that are another tool's bookkeeping, not the user's (darktable|format|nef …)
 IGNORED_ROOTS = ("darktable",)
@@ -203,6 +204,17 @@ def read_fields(xmp_data) -> KeywordFields:
     )
 
 
+def read_fields_of(path: Path) -> KeywordFields:
+    """The keyword fields of one sidecar or image file."""
+    exiv2 = _exiv2()
+    try:
+        image = exiv2.ImageFactory.open(str(path))
+        image.readMetadata()
+    except exiv2.Exiv2Error as exc:
+        raise XmpError(f"{path}: {exc}") from exc
+    return read_fields(image.xmpData())
+
+
 def write_fields(xmp_data, fields: KeywordFields) -> None:
     _set_array(xmp_data, TAGS_LIST, fields.tags_list, seq=True)
     _set_array(xmp_data, HIERARCHICAL, fields.hierarchical, seq=False)
@@ -223,7 +235,7 @@ def _fsync_dir(directory: Path) -> None:
 def _temp_beside(target: Path) -> Iterator[Path]:
     """A temporary path in ``target``'s folder (same file system, so the rename is atomic),
     removed again unless it was renamed."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".phototag-tmp", dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -231,6 +243,37 @@ def _temp_beside(target: Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete temporary files a killed phototag process left in ``folder`` (their names carry the
+    writer's pid; files of a live process are kept). Returns what was removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+            continue
+        parts = name[: -len(TEMP_SUFFIX)].rsplit(".", 2)
+        if len(parts) != 3 or not parts[1].isdigit() or _pid_alive(int(parts[1])):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
 
 
 def _replace(tmp: Path, target: Path) -> None:
@@ -250,6 +293,8 @@ def update_keywords(target: Path, paths: Sequence[Sequence[str]], root: str, *, 
     exiv2 = _exiv2()
     target = Path(target)
     exists = target.exists()
+    if exists and create and target.stat().st_size == 0:
+        exists = False  # an empty sidecar (left by some tool) holds nothing to keep
     if not exists and not create:
         raise XmpError(f"{target} does not exist")
     try:

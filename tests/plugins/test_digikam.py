@@ -178,6 +178,17 @@ def test_photos_in_a_collection_digikam_has_not_scanned_are_skipped(make_library
     assert report.results[0].action == "skipped"
 
 
+def test_collection_locations():
+    from phototag_plugins.digikam.database import collection_paths
+
+    assert collection_paths("volumeid:?path=/home/me/Pictures", "/") == [Path("/home/me/Pictures")]
+    assert collection_paths("volumeid:?path=%2Fhome%2Fme%2FPictures", "/") == [Path("/home/me/Pictures")]
+    assert collection_paths("networkshareid:?mountpath=/mnt/nas&mountpath=/media/nas", "/") == [
+        Path("/mnt/nas"), Path("/media/nas")]
+    assert collection_paths("volumeid:?uuid=0000-not-mounted", "/photos") == []  # drive not there
+    assert collection_paths(None, "/") == []
+
+
 # ---- real digiKam --------------------------------------------------------------------------------
 
 needs_digikam = pytest.mark.skipif(

@@ -272,6 +272,47 @@ def test_killing_the_writer_never_leaves_a_truncated_sidecar(tmp_path):
         assert len(items) in (300, 150), f"attempt {attempt}: {len(items)} items"
         assert len({i.split("/")[2] for i in items}) == 1  # one whole set, never a mix
         assert _history_c14n(sidecar) == history
+    xmp_sidecar.remove_stale_temps(tmp_path)  # what a killed writer may have left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg.xmp"]
+
+
+def test_temp_files_of_dead_writers_are_cleaned_up_on_the_next_export(make_library, tmp_path):
+    lib, photo, photo_id = _cat_library(make_library, tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = photo.parent / f".cat.jpg.xmp.{dead.pid}.abc123.phototag-tmp"
+    live = photo.parent / f".cat.jpg.xmp.{os.getpid()}.def456.phototag-tmp"
+    stale.write_text("half a sidecar")
+    live.write_text("being written right now")
+    export_photos(lib, [photo_id], ["xmp"])
+    assert not stale.exists() and live.exists()
+
+
+def test_an_empty_sidecar_is_filled(make_library, tmp_path):
+    lib, photo, photo_id = _cat_library(make_library, tmp_path)
+    sidecar = photo.with_name("cat.jpg.xmp")
+    sidecar.write_bytes(b"")
+    assert export_photos(lib, [photo_id], ["xmp"]).counts() == {"written": 1}
+    assert "phototag/indoor" in xmp_sidecar.read_fields_of(sidecar).tags_list
+
+
+def test_write_image_leaves_formats_exiv2_cannot_write_alone(make_library, tmp_path):
+    from conftest import TEST_PHOTOS
+
+    source = TEST_PHOTOS / "heic" / "L_exif_xmp_iptc.heic"
+    if not source.exists():
+        pytest.skip("../shared/test-photos is not there")
+    lib = make_library({"plugins": {"enabled": ["xmp"], "xmp": {"write_image": True}}})
+    photo = tmp_path / "small.heic"
+    shutil.copy(source, photo)
+    photo_id = add_photo(lib, photo)
+    model_tag(lib, photo_id, ["tabby cat"])
+    report = export_photos(lib, [photo_id], ["xmp"])
+    assert report.results[0].action == "written"
+    assert "cannot safely write .heic" in report.results[0].detail
+    assert photo.read_bytes() == source.read_bytes()
+    assert xmp_sidecar.read_fields_of(photo.with_name("small.heic.xmp")).tags_list == [
+        "phototag/animal/cat/tabby cat"]
 
 
 def test_read_keywords_returns_the_users_keywords_only(tmp_path):
