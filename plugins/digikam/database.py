@@ -147,6 +147,7 @@ class DigikamDatabase:
         self.backup_path: Path | None = None
         self._roots: list[tuple[int, Path]] = []
         self._tag_ids: dict[tuple[str, ...], int] = {}
+        self._ours: set[int] | None = None  # ids of the root tag and everything below it
 
     # -- lifecycle ----------------------------------------------------------------------------
     def open(self, write: bool = True) -> None:
@@ -228,6 +229,8 @@ class DigikamDatabase:
             if row is None:
                 cursor = self.conn.execute("INSERT INTO Tags (pid, name) VALUES (?, ?)", (pid, name))
                 pid = int(cursor.lastrowid)
+                if self._ours is not None and key[0] == self.root:
+                    self._ours.add(pid)
             else:
                 pid = int(row[0])
             self._tag_ids[key[:depth]] = pid
@@ -259,9 +262,11 @@ class DigikamDatabase:
         """Make the image's tags under phototag's root exactly ``paths`` (below the root);
         the image's other tags are not touched. Returns (added, removed)."""
         assert self.conn is not None
+        if self._ours is None:  # once per run; ensure_tag keeps it up to date
+            root_id = self.find_tag((self.root,))
+            self._ours = self.subtree_ids(root_id) | {root_id} if root_id is not None else set()
         wanted = {self.ensure_tag((self.root, *p)) for p in paths if p}
-        root_id = self.find_tag((self.root,))
-        ours = self.subtree_ids(root_id) | {root_id} if root_id is not None else set()
+        ours = self._ours
         current = {int(r[0]) for r in self.conn.execute(
             "SELECT tagid FROM ImageTags WHERE imageid = ?", (image_id,))} & ours
         stale = current - wanted
