@@ -152,6 +152,8 @@ def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("watchdog").setLevel(max(level, logging.WARNING))
+    # exifread warns about every PNG without EXIF ("PNG file does not have exif data"): not news
+    logging.getLogger("exifread").setLevel(logging.ERROR)
 
 
 # ---- systemd ------------------------------------------------------------------------------------
