@@ -381,27 +381,23 @@ class TextSearcher:
             groups_w = [tag_weights(g) for g in word_groups]
             groups_w = [g for g in groups_w if g]  # words no tag means anything like: left out
             wanted = set(phrase_w).union(*groups_w) if groups_w else set(phrase_w)
-            tag_rows = self._photo_tags(c, wanted)
-            scores: dict[int, float] = {}
+            photo_ids, row_tags, row_scores = self._photo_tags(c, wanted)
+            # photos are numbered 0..n-1 here; every score below is an array over them
+            photos, slot = np.unique(photo_ids, return_inverse=True)
 
-            def best_per_photo(weights: dict[int, float]) -> dict[int, float]:
-                best: dict[int, float] = {}
-                for photo_id, tag_id, score in tag_rows:
-                    w = weights.get(tag_id)
-                    if w:
-                        v = w * (1.0 if score is None else float(score))
-                        if v > best.get(photo_id, 0.0):
-                            best[photo_id] = v
+            def best_per_photo(weights: dict[int, float]) -> np.ndarray:
+                lookup = np.vectorize(lambda t: weights.get(int(t), 0.0), otypes=[np.float64])
+                values = lookup(row_tags) * row_scores if len(row_tags) else np.empty(0)
+                best = np.zeros(len(photos))
+                np.maximum.at(best, slot, values)
                 return best
 
+            total = np.zeros(len(photos))
             if phrase_w:
-                scores.update(best_per_photo(phrase_w))
+                total = best_per_photo(phrase_w)
             if groups_w:
-                per_word = [best_per_photo(g) for g in groups_w]
-                for photo_id in set().union(*per_word):
-                    mean = sum(pw.get(photo_id, 0.0) for pw in per_word) / len(per_word)
-                    if mean > scores.get(photo_id, 0.0):
-                        scores[photo_id] = mean
+                total = np.maximum(total, np.mean([best_per_photo(g) for g in groups_w], axis=0))
+            scores = {int(p): float(v) for p, v in zip(photos, total) if v > 0}
 
             if self.caption_weight and phrase:
                 for photo_id, value in self._caption_scores(c, vecs[phrase[0]]).items():
@@ -412,20 +408,25 @@ class TextSearcher:
         ranked = sorted(((p, s) for p, s in scores.items() if s >= cut), key=lambda x: (-x[1], x[0]))
         return ranked if k is None else ranked[:k]
 
-    def _photo_tags(self, conn: Connection, tag_ids: set[int]) -> list[tuple[int, int, float | None]]:
-        if not tag_ids:
-            return []
+    def _photo_tags(self, conn: Connection, tag_ids: set[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(photo id, tag id, score) arrays of every photo_tags row of ``tag_ids`` (no score = 1)."""
         ids = sorted(tag_ids)
-        rows: list[tuple[int, int, float | None]] = []
+        photo_ids: list[np.ndarray] = []
+        row_tags: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
         for start in range(0, len(ids), 500):
-            part = ids[start : start + 500]
-            marks = ",".join(str(int(i)) for i in part)  # ints only: safe to inline
-            rows.extend(
-                conn.execute(
-                    sql(f"SELECT photo_id, tag_id, score FROM photo_tags WHERE tag_id IN ({marks})")
-                ).all()
-            )
-        return rows
+            marks = ",".join(str(int(i)) for i in ids[start : start + 500])  # ints only: safe to inline
+            rows = conn.execute(
+                sql(f"SELECT photo_id, tag_id, coalesce(score, 1.0) FROM photo_tags WHERE tag_id IN ({marks})")
+            ).all()
+            if rows:
+                arr = np.array(rows, dtype=np.float64)
+                photo_ids.append(arr[:, 0].astype(np.int64))
+                row_tags.append(arr[:, 1].astype(np.int64))
+                scores.append(arr[:, 2])
+        if not photo_ids:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+        return np.concatenate(photo_ids), np.concatenate(row_tags), np.concatenate(scores)
 
     def _caption_scores(self, conn: Connection, query_vec: np.ndarray) -> dict[int, float]:
         rows = conn.execute(sql("SELECT photo_id, text FROM captions WHERE text != ''")).all()
