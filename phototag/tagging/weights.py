@@ -305,7 +305,7 @@ def write_safetensors(path: Path | str, tensors: Mapping[str, torch.Tensor], met
             for key in order:
                 t = tensors[key].detach().contiguous()
                 if t.numel():
-                    f.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+                    f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from phototag.tagging.models.bert import BertConfig
-from phototag.tagging.models.ram import ARCHS, RamArch
+from phototag.tagging.models.ram import ARCHS, RamArch, build_model
 from phototag.tagging.models.swin import SwinConfig
+from phototag.tagging.synthetic import entries_of, synthetic_state_dict, tied_groups_of
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
@@ -40,3 +43,17 @@ def tiny_arch(kind: str) -> RamArch:
         head=_bert(width),
         text=None if kind == "ram_plus" else _bert(width),
     )
+
+
+def tiny_official_state(kind: str, seed: int = 3) -> dict[str, torch.Tensor]:
+    """An official-style state dict (Swin buffers included, tied keys sharing tensors)."""
+    with torch.device("meta"):
+        model = build_model(kind, arch=tiny_arch(kind))
+    entries = entries_of(model.state_dict())
+    ref = build_model(kind, arch=tiny_arch(kind))  # real tensors, to learn the tied groups
+    tied = tied_groups_of(ref.state_dict())
+    # add the buffers the official model has in its state dict and we do not
+    for name, buf in ref.named_buffers():
+        if name.endswith(("relative_position_index", "attn_mask")) and buf is not None:
+            entries.append((name, tuple(buf.shape), buf.dtype))
+    return synthetic_state_dict(entries, tied, seed)
