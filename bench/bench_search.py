@@ -211,7 +211,30 @@ INTERSECT_TERM = "SELECT pt.photo_id FROM photo_tags pt JOIN tags t ON t.id = pt
 COUNT_SQL = "SELECT count(*) FROM ({intersect})"
 
 
+#: tag name → (id, photo count); a compiler would keep such counts cached (they change slowly)
+TAG_INFO: dict[str, tuple[int, int]] = {}
+
+# tag ids resolved first, rarest tag drives (its photo ids come in order from (tag_id, photo_id)),
+# the others are probed per photo through UNIQUE(photo_id, tag_id, source)
+DRIVE_TERM = "EXISTS (SELECT 1 FROM photo_tags x WHERE x.photo_id = pt.photo_id AND x.tag_id = ?)"
+DRIVE_SQL = """
+    SELECT pt.photo_id FROM photo_tags pt
+    WHERE pt.tag_id = ? AND {terms}
+    ORDER BY pt.photo_id DESC LIMIT 100"""
+DRIVE_COUNT_SQL = "SELECT count(*) FROM photo_tags pt WHERE pt.tag_id = ? AND {terms}"
+
+
+def shape_params(shape: str, names: list[str]) -> list:
+    if shape.startswith("drive"):
+        return [TAG_INFO[n][0] for n in sorted(names, key=lambda n: TAG_INFO[n][1])]
+    return names
+
+
 def shape_sql(shape: str, n_terms: int) -> str:
+    if shape == "drive":
+        return DRIVE_SQL.format(terms=" AND ".join([DRIVE_TERM] * (n_terms - 1)))
+    if shape == "drive-count":
+        return DRIVE_COUNT_SQL.format(terms=" AND ".join([DRIVE_TERM] * (n_terms - 1)))
     if shape == "exists":
         return SHAPES["exists"].format(terms=" AND ".join([EXISTS_TERM] * n_terms))
     if shape == "count":
@@ -231,8 +254,10 @@ def timed(fn, repeats: int = 1) -> tuple[float, object]:
 
 def query_sets(con: sqlite3.Connection, rng, n_queries: int) -> dict[str, list[list[str]]]:
     rows = con.execute(
-        "SELECT t.name, count(*) FROM photo_tags pt JOIN tags t ON t.id = pt.tag_id GROUP BY t.id"
+        "SELECT t.name, count(*), t.id FROM photo_tags pt JOIN tags t ON t.id = pt.tag_id GROUP BY t.id"
     ).fetchall()
+    TAG_INFO.clear()
+    TAG_INFO.update({r[0]: (r[2], r[1]) for r in rows})
     names = [r[0] for r in rows]
     counts = np.array([r[1] for r in rows], dtype=np.float64)
     by_use = counts / counts.sum()
@@ -283,7 +308,11 @@ def report(label: str, times: list[float], finished: int) -> float:
     return med
 
 
-def bench_tag_queries(db_path: Path, n_queries: int, seed: int, budget_s: float) -> dict[str, float]:
+ALL_SHAPES = ("exists", "intersect", "count", "drive", "drive-count", "phototag.query")
+
+
+def bench_tag_queries(db_path: Path, n_queries: int, seed: int, budget_s: float,
+                      shapes: tuple[str, ...] = ALL_SHAPES) -> dict[str, float]:
     rng = np.random.default_rng(seed + 1)
     con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     con.execute("PRAGMA cache_size = -262144")  # 256 MiB, like a warm desktop process
@@ -291,13 +320,13 @@ def bench_tag_queries(db_path: Path, n_queries: int, seed: int, budget_s: float)
     log(f"  (picked the query tags in {t:.1f} s)")
     budget = Budget(con, budget_s)
     results: dict[str, float] = {}
-    for shape in ("exists", "intersect", "count"):
+    for shape in [s for s in shapes if s != "phototag.query"]:
         sql = shape_sql(shape, 3)
-        plan = " | ".join(r[-1] for r in con.execute("EXPLAIN QUERY PLAN " + sql, ("a", "b", "c")))
+        plan = " | ".join(r[-1] for r in con.execute("EXPLAIN QUERY PLAN " + sql, (1, 2, 3)))
         log(f"  plan[{shape}]: {plan}")
         for set_name, queries in sets.items():
-            budget.run(sql, queries[0])  # warm the cache
-            runs = [budget.run(sql, q) for q in queries]
+            budget.run(sql, shape_params(shape, queries[0]))  # warm the cache
+            runs = [budget.run(sql, shape_params(shape, q)) for q in queries]
             results[f"sql {shape} {set_name}"] = report(
                 f"sql {shape:9s} {set_name:13s}", [r[0] for r in runs], sum(r[1] for r in runs))
     con.close()
@@ -307,6 +336,8 @@ def bench_tag_queries(db_path: Path, n_queries: int, seed: int, budget_s: float)
     except ImportError:
         query = None
     search_ids = getattr(query, "search_ids", None) if query else None
+    if "phototag.query" not in shapes:
+        return results
     if search_ids is None:
         log("  phototag.query.search_ids not available: only the SQL shapes above were measured")
         return results
@@ -476,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hnsw-threshold", type=int, default=50_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-faiss", action="store_true")
+    ap.add_argument("--only-tags", action="store_true",
+                    help="only the tag queries, on the library as it is (no index changes, no FAISS)")
+    ap.add_argument("--shapes", default=",".join(ALL_SHAPES), help="query shapes to time")
     args = ap.parse_args(argv)
 
     import faiss
@@ -507,15 +541,20 @@ def main(argv: list[str] | None = None) -> int:
         f"({db_size / args.photos - args.dim * 4:.0f} B/photo without the embedding blob); "
         f"{n_pt:,} photo_tags ({n_pt / args.photos:.1f}/photo)")
 
+    shapes = tuple(args.shapes.split(","))
+    if args.only_tags:
+        log(f"tag queries ({args.budget:g} s budget per query), indexes as they are:")
+        bench_tag_queries(db_path, args.queries, args.seed, args.budget, shapes)
+        return 0
     drop_recommended_indexes(db_path)  # a reused library may have them from an earlier run
     log(f"tag queries (3 terms, first page of 100, newest first; {args.budget:g} s budget per query), "
         "schema indexes only:")
-    bench_tag_queries(db_path, args.queries, args.seed, args.budget)
+    bench_tag_queries(db_path, args.queries, args.seed, args.budget, shapes)
     watermark_ms(db_path)
     log("adding the recommended indexes:")
     add_recommended_indexes(db_path)
     log("tag queries with the recommended indexes:")
-    bench_tag_queries(db_path, args.queries, args.seed, args.budget)
+    bench_tag_queries(db_path, args.queries, args.seed, args.budget, shapes)
     watermark_ms(db_path)
     if not args.skip_faiss:
         log("similar photos (FAISS):")
