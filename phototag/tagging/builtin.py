@@ -16,6 +16,12 @@ and "tabby cat" 0.17, and "cat" 0.91 says what it is far better than the max (0.
 probabilities sum to one, a sum is still a probability ("the photo shows some cat"). ``person`` is the
 larger of the face score and its classes' sum (groom, scuba diver, baseball player).
 
+Precision and speed (2-core Xeon with AMX, measured under load, CPU time per photo): fp32 ≈ 35 ms at
+batch 1 and 16 alike (channels-last; batching barely helps this small model on CPU); bf16 autocast ≈ 23 ms
+at batch 16 with the same top-1 class on the sample photos, but probabilities move by up to 0.02 and CPUs
+without bf16 units run it slower, so fp32 is the default. Face detection costs ≈ 90 ms at
+``face_long_side=1024`` (it runs in the decode pool, beside inference).
+
 The face score is dlib's SVM margin ``m`` passed through ``1 / (1 + exp(-4 m))``: 0.5 at dlib's own
 detection threshold (m = 0), 0.98 at m = 1.
 """
@@ -305,6 +311,7 @@ class BuiltinTagger(Tagger):
         from phototag.tagging.models.efficientnet import logits_and_features
 
         model = self._load()
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self.precision == "bf16"):
             logits, features = logits_and_features(model, pixels)
         probs = torch.softmax(logits.float(), dim=-1)
@@ -379,4 +386,5 @@ def load_model(path: Path) -> Any:
         load_checkpoint(model, state_dict)
     except (CheckpointMismatch, RuntimeError) as e:
         raise TaggerError(f"{path} does not fit EfficientNet-Lite0: {e}") from e
-    return model.eval()
+    # channels-last makes the depthwise convolutions about 25 % cheaper on CPU (same results to 1e-5)
+    return model.eval().to(memory_format=torch.channels_last)
