@@ -193,11 +193,19 @@ def _normalised(vectors: np.ndarray) -> np.ndarray:
     return out
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; cache files are ordinary files
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -290,7 +298,7 @@ class EmbeddingIndex:
             self._dirty = False
             return
         index = self._index
-        _atomic_write_bytes(self.index_path, lambda tmp: faiss.write_index(index, tmp))
+        atomic_write(self.index_path, lambda tmp: faiss.write_index(index, tmp))
         manifest = Manifest(
             model_id=self.model_id,
             dim=self.dim,
@@ -309,7 +317,7 @@ class EmbeddingIndex:
                 fh.flush()
                 os.fsync(fh.fileno())
 
-        _atomic_write_bytes(self.manifest_path, write_manifest)
+        atomic_write(self.manifest_path, write_manifest)
         self._dirty = False
 
     # -- keeping in step with SQLite ----------------------------------------------------------

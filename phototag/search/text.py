@@ -32,7 +32,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -160,14 +159,17 @@ def text_key(model_id: str, text: str) -> int:
 
 
 class TextEmbeddingCache:
-    """Text → embedding, kept in two .npy files (int64 keys, float16 vectors) under ``folder``."""
+    """Text → embedding, kept in one .npz file (int64 keys, float16 vectors) under ``folder``.
+
+    One file, replaced atomically, so two processes adding at once can lose an addition (it is
+    recomputed next time) but never pair a key with another text's vector.
+    """
 
     def __init__(self, folder: Path | str, encoder: TextEncoder):
         self.folder = Path(folder)
         self.encoder = encoder
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder.model_id)
-        self.keys_path = self.folder / f"{stem}.keys.npy"
-        self.vecs_path = self.folder / f"{stem}.vecs.npy"
+        self.path = self.folder / f"{stem}.npz"
         self._keys: np.ndarray | None = None
         self._vecs: np.ndarray | None = None
         self._pos: dict[int, int] = {}
@@ -176,13 +178,13 @@ class TextEmbeddingCache:
         if self._keys is not None:
             return
         try:
-            keys = np.load(self.keys_path)
-            vecs = np.load(self.vecs_path)
+            with np.load(self.path) as data:
+                keys, vecs = data["keys"], data["vectors"]
             if keys.ndim != 1 or vecs.ndim != 2 or len(keys) != len(vecs):
                 raise ValueError("keys and vectors do not match")
         except FileNotFoundError:
             keys, vecs = np.empty(0, np.int64), np.empty((0, 0), np.float16)
-        except (ValueError, OSError, EOFError) as exc:
+        except (ValueError, OSError, EOFError, KeyError) as exc:
             log.warning("text embedding cache %s unreadable (%s); starting again", self.folder, exc)
             keys, vecs = np.empty(0, np.int64), np.empty((0, 0), np.float16)
         self._keys, self._vecs = keys, vecs
@@ -214,17 +216,13 @@ class TextEmbeddingCache:
         return rows
 
     def _save(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for path, arr in ((self.vecs_path, self._vecs), (self.keys_path, self._keys)):
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.folder)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.save(fh, arr)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+        from phototag.search.index import atomic_write
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, keys=self._keys, vectors=self._vecs)
+
+        atomic_write(self.path, write)
 
 
 # ---- query analysis ----------------------------------------------------------------------------

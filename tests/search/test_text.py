@@ -131,7 +131,7 @@ def test_captions_count(library, warm_home, encoder):
 
 def test_tag_and_caption_embeddings_are_cached(library, home, encoder):
     TextSearcher(home, library, encoder=encoder).search("puppy")
-    assert list((home / "cache" / "text").glob("*.npy"))
+    assert list((home / "cache" / "text").glob("*.npz"))
     encoder.encoded.clear()
     TextSearcher(home, library, encoder=encoder).search("puppy")
     assert encoder.encoded == ["puppy"]  # only the query; every tag name came from the cache
