@@ -25,6 +25,7 @@ from phototag.tagging.models.efficientnet import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+TEST_PHOTOS = REPO.parent / "shared" / "test-photos"
 
 pytestmark = pytest.mark.slow  # loads the full 4.7M-parameter model (about a second on CPU)
 
@@ -155,6 +156,18 @@ def test_two_faces_are_people(tagger):
     prediction = tagger.predict([tagger.prepare(pair)])[0]
     assert {"person", "people"} <= set(tag_names(prediction))
     assert "portrait" not in tag_names(prediction)
+
+
+def test_phone_and_camera_photos(tagger):
+    from PIL import ImageOps
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    pug = ImageOps.exif_transpose(Image.open(TEST_PHOTOS / "heic" / "pug.heic")).convert("RGB")  # 4032×3024
+    hopper = Image.open(TEST_PHOTOS / "orientation" / "hopper_orientation_2.jpg").convert("RGB")  # 128×128
+    pug_tags, hopper_tags = (tag_names(p) for p in tagger.predict([tagger.prepare(pug), tagger.prepare(hopper)]))
+    assert {"pug", "dog", "mammal", "animal"} <= set(pug_tags) and "person" not in pug_tags
+    assert {"person", "portrait"} <= set(hopper_tags)  # a small head-and-shoulders photo is enlarged
 
 
 def test_cat_has_no_face_and_faces_can_be_turned_off(tagger):
