@@ -68,8 +68,16 @@ class Library:
     def engine(self):
         return self.db.engine
 
-    def session(self) -> contextlib.AbstractContextManager[Session]:
-        return self.db.session()
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on error (and the tag-id cache,
+        which may name rows of the rolled-back transaction, is forgotten)."""
+        try:
+            with self.db.session() as session:
+                yield session
+        except BaseException:
+            self._tag_ids.clear()
+            raise
 
     def close(self) -> None:
         self.db.dispose()
@@ -184,14 +192,22 @@ class Library:
         if missing:
             for tag_id, tag_name in session.execute(select(Tag.id, Tag.name).where(Tag.name.in_(missing))):
                 self._tag_ids[tag_name] = tag_id
-        for name in reversed(wanted):  # ancestors first so parent ids exist
+
+        def create(name: str, depth: int = 0) -> int:
             if name in self._tag_ids:
-                continue
+                return self._tag_ids[name]
             parent = parents.get(name)
-            tag = Tag(name=name, name_zh=names_zh.get(name), parent_id=self._tag_ids.get(parent) if parent else None)
+            parent_id = create(parent, depth + 1) if parent and depth < 64 else None
+            if name in self._tag_ids:  # a parent cycle came back round to this tag
+                return self._tag_ids[name]
+            tag = Tag(name=name, name_zh=names_zh.get(name), parent_id=parent_id)
             session.add(tag)
             session.flush()
             self._tag_ids[name] = tag.id
+            return tag.id
+
+        for name in wanted:  # parents are created before their children
+            create(name)
         return {n: self._tag_ids[n] for n in wanted}
 
     def forget_tag_cache(self) -> None:
@@ -232,6 +248,30 @@ class Library:
             removed.append(name)
         session.flush()
         return removed
+
+    def set_imported_tags(self, session: Session, photo: Photo, keywords: Iterable[str]) -> None:
+        """The keywords the photo (or its sidecar) already carries, as ``imported`` tags.
+
+        ``a/b/c`` paths become tag ``c`` under ``b`` under ``a`` (for tags phototag did not know yet)."""
+        leaves: list[str] = []
+        parents: dict[str, str] = {}
+        for keyword in keywords:
+            parts = [p.strip() for p in keyword.split("/") if p.strip()]
+            if not parts:
+                continue
+            for parent, child in zip(parts, parts[1:]):
+                parents.setdefault(child, parent)
+            leaves.append(parts[-1])
+        session.execute(
+            delete(PhotoTag).where(PhotoTag.photo_id == photo.id, PhotoTag.source == TagSource.imported.value)
+        )
+        if not leaves:
+            return
+        ids = self.ensure_tags(session, leaves, parents)
+        session.add_all(
+            PhotoTag(photo_id=photo.id, tag_id=ids[name], source=TagSource.imported.value, score=None)
+            for name in dict.fromkeys(leaves)
+        )
 
     # ---- model runs -----------------------------------------------------------------------
     def start_model_run(self, session: Session, tagger: Tagger) -> ModelRun:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from sqlalchemy import select
 
+from phototag import plugins
 from phototag.db.models import ModelRun, Photo, PhotoStatus, WorkItem
 from phototag.ingest.decode import DecodeError, decode_photo
 from phototag.ingest.exif import read_exif
@@ -33,6 +34,7 @@ from phototag.ingest.fingerprint import sha256_file
 from phototag.ingest.walk import FoundFile, iter_photo_files
 from phototag.library import Library, PhotoFacts
 from phototag.tagging.base import Tagger
+from phototag_plugins.xmp.sidecar import read_keywords
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class _Decoded:
     job: Job
     facts: PhotoFacts | None = None
     prepared: Any = None
+    keywords: list[str] = field(default_factory=list)  # the user's own keywords (XMP/IPTC/sidecar)
     error: str | None = None
 
 
@@ -109,6 +112,7 @@ class Pipeline:
         self.extensions = settings.get("scan.extensions")
         self.follow_symlinks = bool(settings.get("scan.follow_symlinks"))
         self.max_pixels = int(settings.get("scan.max_pixels") or 300_000_000)
+        self.xmp_root = str(settings.get("plugins.xmp.root") or "phototag")  # our keywords are not "imported"
         self.progress = progress or (lambda event, n: None)
         self.on_commit = on_commit
         self.stop_event = stop_event or threading.Event()
@@ -212,7 +216,7 @@ class Pipeline:
                 path=job.path, root=job.root, size=job.size, mtime=job.mtime, sha256=job.sha256,
                 width=decoded.width, height=decoded.height, format=decoded.format, exif=exif.as_columns(),
             )
-            return _Decoded(job, facts, prepared)
+            return _Decoded(job, facts, prepared, read_keywords(job.path, root=self.xmp_root))
         except DecodeError as exc:
             return _Decoded(job, error=str(exc))
         except FileNotFoundError:
@@ -298,7 +302,10 @@ class Pipeline:
             for decoded, prediction in zip(good, predictions):
                 job = decoded.job
                 photo = lib.upsert_photo(session, decoded.facts)
+                prediction.tags = plugins.adjust_tags(str(job.path), prediction.tags, self.tagger.model_id,
+                                                      lib.settings)
                 lib.store_prediction(session, photo, run, self.tagger, prediction)
+                lib.set_imported_tags(session, photo, decoded.keywords)
                 committed.append(photo.id)
                 if job.reason == "new":
                     report.new += 1

@@ -72,6 +72,7 @@ class _State:
     loaded_builtins: bool = False
     entry_point_names: set[str] = field(default_factory=set)  # registered from entry points
     failed: dict[str, str] = field(default_factory=dict)  # enabled name -> why it did not load
+    query_fields_installed: bool = False
 
 
 _lock = threading.RLock()
@@ -300,6 +301,18 @@ def query_fields(settings: "Settings | None" = None) -> list[Any]:
     if duplicates:
         raise PluginError(f"two plugins provide query fields named {', '.join(duplicates)}")
     return fields
+
+
+def install_query_fields(settings: "Settings | None" = None) -> None:
+    """Register the active plugins' query fields with the query language (once per process)."""
+    from phototag.query import register_field
+
+    state = _get_state()
+    if getattr(state, "query_fields_installed", False):
+        return
+    for spec in query_fields(settings):
+        register_field(spec)
+    state.query_fields_installed = True
 
 
 def adjust_tags(photo_path: str, tags: "list[TagScore]", model_id: str,

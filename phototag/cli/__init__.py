@@ -24,8 +24,8 @@ app = typer.Typer(
 
 # Each module defines register(app). The order is the order of `phototag --help`.
 COMMAND_MODULES = [
-    "scan", "watch", "status", "search", "show", "tags", "db", "service",
-    "tag", "retag", "calibrate", "finetune",
+    "scan", "watch", "status", "search", "similar", "show", "tags", "tag", "export",
+    "retag", "calibrate", "finetune", "models", "index", "plugins", "db", "service",
 ]
 
 

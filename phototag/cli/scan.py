@@ -65,17 +65,11 @@ def scan(
 
 
 def _after_commit_hook(lib):
-    """Call the plugins' ``photos_tagged`` hook after each committed batch, if plugins exist."""
-    try:
-        from phototag.plugins import get_plugin_manager
-    except ImportError:
-        return None
-    pm = get_plugin_manager(lib.settings)
-    hook = getattr(pm.hook, "photos_tagged", None)
-    if hook is None:
-        return None
+    """After each committed batch, tell the plugins (e.g. automatic XMP export)."""
+    from phototag.plugins import photos_tagged
 
     def on_commit(photo_ids: list[int]) -> None:
-        hook(library=lib, photo_ids=photo_ids)
+        for error in photos_tagged(lib, photo_ids):
+            console.print(f"[yellow]plugin:[/yellow] {error}")
 
     return on_commit

@@ -31,7 +31,10 @@ def search(
     from phototag.query import parse_query, search as run_search
     from phototag.search import default_resolvers
 
+    from phototag.plugins import install_query_fields
+
     lib = open_library(ctx)
+    install_query_fields(lib.settings)
     parsed = parse_query(list(query or []))
     with lib.session() as session:
         photos = run_search(session, parsed, limit=limit, resolvers=default_resolvers(lib))

@@ -16,20 +16,10 @@ def _pack_names(settings: Settings) -> list[str]:
     return [p.name for p in list_packs(settings.models_dir)]
 
 
-def _plugin_taggers(settings: Settings) -> dict[str, type[Tagger] | object]:
-    try:
-        from phototag.plugins import get_plugin_manager
-    except ImportError:  # pragma: no cover
-        return {}
-    pm = get_plugin_manager(settings)
-    found: dict[str, object] = {}
-    hook = getattr(pm.hook, "register_taggers", None)
-    if hook is None:
-        return found
-    for result in hook(settings=settings):
-        for name, factory in (result or {}).items():
-            found[name] = factory
-    return found
+def _plugin_taggers(settings: Settings) -> dict[str, Tagger]:
+    from phototag.plugins import taggers
+
+    return {t.name: t for t in taggers(settings)}
 
 
 def get_tagger(settings: Settings, name: str | None = None) -> Tagger:
@@ -49,7 +39,7 @@ def get_tagger(settings: Settings, name: str | None = None) -> Tagger:
         )
     plugin_taggers = _plugin_taggers(settings)
     if name in plugin_taggers:
-        return plugin_taggers[name]()
+        return plugin_taggers[name]
     known = [BUILTIN, *_pack_names(settings), *plugin_taggers]
     raise TaggerError(
         f"unknown model {name!r}; known: {', '.join(known)}. "
