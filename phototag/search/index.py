@@ -157,21 +157,21 @@ def read_embeddings(
         rows = result.fetchmany(batch)
         if not rows:
             break
+        photo_ids, dims, blobs = zip(*rows)
         if dim is None:
-            dim = int(rows[0][1])
-        ids.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
-        block = np.empty((len(rows), dim), dtype=np.float32)
-        for i, (photo_id, row_dim, blob) in enumerate(rows):
-            if row_dim != dim:
-                raise SearchError(
-                    f"model {model_id!r} has embeddings of different sizes ({dim} and {row_dim}); "
-                    "re-run the model on the library"
-                )
-            block[i] = _vector_from_blob(blob, dim, photo_id)
-        chunks.append(block)
+            dim = int(dims[0])
+        if any(d != dim for d in dims) or any(len(b) != 4 * dim for b in blobs):
+            bad = next(i for i, (d, b) in enumerate(zip(dims, blobs)) if d != dim or len(b) != 4 * dim)
+            raise SearchError(
+                f"model {model_id!r}: the embedding of photo {photo_ids[bad]} has "
+                f"{len(blobs[bad]) // 4} values, others have {dim}; re-run the model on the library"
+            )
+        ids.append(np.array(photo_ids, dtype=np.int64))
+        # one copy for the whole batch instead of one small array per row
+        chunks.append(np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(rows), dim))
     if not ids:
         return np.empty(0, np.int64), np.empty((0, dim or 0), np.float32), dim
-    return np.concatenate(ids), np.concatenate(chunks), dim
+    return np.concatenate(ids), np.concatenate(chunks).astype(np.float32, copy=False), dim
 
 
 def model_ids_with_embeddings(conn: Connection) -> list[tuple[str, int]]:
