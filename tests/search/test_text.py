@@ -162,3 +162,15 @@ def test_model_loads_offline_without_network_variables_leaking(monkeypatch):
     import os
 
     assert "HF_HUB_OFFLINE" not in os.environ
+
+
+def test_text_terms_combine_with_tag_terms_in_the_query_language(library, warm_home, encoder):
+    query = pytest.importorskip("phototag.query")
+    from sqlalchemy.orm import Session
+
+    resolvers = {"text": text_resolver(warm_home, encoder=encoder)}
+    with Session(library) as session:
+        assert set(query.search_ids(session, ["~puppy"], resolvers=resolvers)) == {1, 2}
+        assert query.search_ids(session, ["~puppy", "beach"], resolvers=resolvers) == [1]
+        assert query.search_ids(session, ["~puppy", "^beach"], resolvers=resolvers) == [2]
+        assert query.search_ids(session, ['~"dog running on the beach"'], resolvers=resolvers)[0] == 1
