@@ -407,7 +407,9 @@ def retag(
         return drain_retag(library, rs, tagger, progress=progress, batch_size=batch_size, on_commit=on_commit,
                            resumed=True)
     existing = load_session(library.settings)
-    rs = start_retag(library, query, model)
+    if tagger is None and existing is None:  # an unknown model fails here, before anything is queued
+        tagger = get_tagger(library.settings, model)
+    rs = start_retag(library, query, model or (tagger.name if tagger is not None else None))
     return drain_retag(library, rs, tagger, progress=progress, batch_size=batch_size, on_commit=on_commit,
                        resumed=existing is not None)
 

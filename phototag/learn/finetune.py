@@ -220,7 +220,7 @@ def train_head(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         losses.append(total / len(x))
     return fc.weight.detach().cpu().numpy(), fc.bias.detach().cpu().numpy(), losses
 
@@ -247,13 +247,16 @@ def next_version_name(settings: Settings, base: str) -> str:
 def finetune(
     library: Library, model: str | None = None, *, epochs: int = 40, name: str | None = None,
     held_out: float = 0.3, device: str | None = None, write: bool = True, progress=None, lr: float = 1e-3,
+    tagger=None,
 ) -> FinetuneResult:
+    """Fine-tune the head of ``model`` (or of ``tagger``, a built-in tagger whose settings the new
+    version keeps) on the reviewed photos; write the new version unless ``write`` is False."""
     import time
 
     started = time.perf_counter()
     settings = library.settings
     base_name = model or settings.default_model
-    tagger = load_base_tagger(settings, base_name)
+    tagger = tagger or load_base_tagger(settings, base_name)
     head = BuiltinHead(tagger)
     device = _device(device or settings.get("device"))
     with library.session() as session:

@@ -16,7 +16,6 @@ from sqlalchemy import func, select
 
 from phototag import retag as service
 from phototag.db.models import ModelRun, Photo, PhotoTag, Tag, TagSource, WorkItem
-from phototag.learn.versions import write_user_thresholds
 from phototag.tagging.builtin import BuiltinTagger
 
 from .conftest import dump
@@ -127,16 +126,20 @@ def test_dry_run_changes_nothing_and_predicts_the_real_run(scanned):
     assert dry.tags_added == real.tags_added and dry.tags_removed == real.tags_removed
 
 
-def _set_up_version_2(home: Path) -> None:
-    """A second version of the default model for the CLI: the user's thresholds (a real mechanism:
-    `phototag calibrate --apply` writes this file, and retag applies it)."""
-    from phototag.config import load_settings
+def _make_version_2(lib, photos: Path) -> str:
+    """A second version of the built-in model made the way a user makes one: corrections, then
+    `finetune` (starting from the face-less built-in model the library was scanned with)."""
+    from phototag.learn.finetune import finetune
 
-    settings = load_settings(home, environ={})
-    settings.set_value("batch_size", 1)
-    settings.set_value("decode_workers", 1)
-    write_user_thresholds(settings, "builtin", {"animal": 0.99, "food": 0.999, "cat": 0.02, "dog": 0.0001,
-                                                "vehicle": 0.001, "building": 0.001}, {})
+    with lib.session() as s:
+        for name in ("coffee", "coffee-b", "rocket", "rocket-b", "china", "china-b", "flower", "flower-b"):
+            photo = lib.photo_by_path(s, str(photos / f"{name}.jpg"))
+            model_tags = [t["name"] for t in lib.photo_tags(s, photo.id) if t["source"] == "model"]
+            lib.remove_tags(s, photo, model_tags[:1])  # the user disagrees with the top tag
+    result = finetune(lib, "builtin", tagger=BuiltinTagger(faces=False), epochs=60, held_out=0.0, lr=3e-3)
+    lib.settings.set_value("batch_size", 1)
+    lib.settings.set_value("decode_workers", 1)
+    return result.name
 
 
 def _cli(home: Path, *args: str, **kwargs) -> subprocess.Popen:
@@ -164,20 +167,24 @@ def test_kill_9_during_retag_then_resume_equals_an_uninterrupted_run(scanned, tm
         photo = lib.photo_by_path(s, str(photos / "chelsea.jpg"))
         lib.remove_tags(s, photo, ["tabby cat"])
         lib.add_manual_tags(s, photo, ["whiskers"])
+    version = _make_version_2(lib, photos)
     lib.close()
     home = lib.settings.home
-    _set_up_version_2(home)
     twin = tmp_path / "twin"
     shutil.copytree(home, twin)
 
-    # uninterrupted
-    done = _cli(twin, "retag", "--format", "json")
-    out, err = done.communicate(timeout=300)
-    assert done.returncode == 0, err.decode()
-    uninterrupted = json.loads(out)
+    # uninterrupted (in this process: the same service the command calls)
+    from phototag.config import load_settings
+    from phototag.library import Library
+
+    twin_lib = Library(load_settings(twin, environ={}))
+    try:
+        uninterrupted = service.retag(twin_lib, [], version).as_dict()
+    finally:
+        twin_lib.close()
 
     # killed mid-way: wait until some photos are done and some are still queued
-    proc = _cli(home, "retag", "--format", "json")
+    proc = _cli(home, "retag", "--model", version, "--format", "json")
     deadline = time.monotonic() + 240
     killed_with = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -197,15 +204,12 @@ def test_kill_9_during_retag_then_resume_equals_an_uninterrupted_run(scanned, tm
     assert 0 < _queued(home) <= killed_with
 
     # the same command again continues (no --resume needed), and reports the whole re-tag
-    again = _cli(home, "retag", "--format", "json")
+    again = _cli(home, "retag", "--model", version, "--format", "json")
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err.decode()
     resumed = json.loads(out)
     assert resumed["resumed"] is True
     assert resumed["retagged"] < 12  # only what was left
-
-    from phototag.config import load_settings
-    from phototag.library import Library
 
     a, b = Library(load_settings(home, environ={})), Library(load_settings(twin, environ={}))
     try:

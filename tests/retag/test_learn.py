@@ -1,0 +1,125 @@
+"""Learning from corrections on a real library: calibrated thresholds and a fine-tuned version,
+both used by the next re-tag."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from phototag import retag as service
+from phototag.cli import app
+from phototag.db.models import ModelRun, Photo
+from phototag.learn import calibrate as cal
+from phototag.learn.corrections import Agreement, LearnError
+from phototag.learn.finetune import finetune
+from phototag.learn.versions import ThresholdedTagger, load_model, read_user_thresholds
+from phototag.tagging.builtin import BuiltinTagger
+
+
+def correct(lib, photos, name, remove=(), add=()):
+    with lib.session() as s:
+        photo = lib.photo_by_path(s, str(photos / f"{name}.jpg"))
+        if remove:
+            lib.remove_tags(s, photo, list(remove))
+        if add:
+            lib.add_manual_tags(s, photo, list(add))
+
+
+def model_tags(lib, photos, name) -> set[str]:
+    with lib.session() as s:
+        photo = lib.photo_by_path(s, str(photos / f"{name}.jpg"))
+        return {t["name"] for t in lib.photo_tags(s, photo.id) if t["source"] == "model"}
+
+
+def test_best_threshold_is_in_the_middle_of_the_best_range():
+    scores = np.array([0.05, 0.1, 0.2, 0.4, 0.6, 0.9])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    t, errors = cal.best_threshold(scores, labels)
+    assert errors == 0 and 0.2 < t <= 0.4 and abs(t - 0.3) < 0.11
+    t, errors = cal.best_threshold(np.array([0.3, 0.5]), np.array([1, 0]))  # inconsistent: one error
+    assert errors == 1
+
+
+def test_agreement_counts():
+    a = Agreement()
+    a.add({"cat", "dog"}, {"cat", "sofa"}, {"cat", "dog", "sofa", "car"})
+    assert (a.true_positive, a.false_positive, a.false_negative) == (1, 1, 1)
+    assert a.precision == 0.5 and a.recall == 0.5
+
+
+def test_calibrate_apply_then_retag_generalises_to_uncorrected_photos(scanned):
+    lib, photos = scanned
+    lib.settings.set_value("default_model", "builtin")
+    # the user removes the weak "daisy" from one flower photo and adds "building" where the model
+    # scored it just under its bar; nothing is said about flower-b
+    correct(lib, photos, "flower", remove=["daisy"])
+    correct(lib, photos, "china-b", add=["building"])
+    correct(lib, photos, "coffee", remove=["espresso"])
+    assert "daisy" in model_tags(lib, photos, "flower-b")
+
+    result = CliRunner().invoke(app, ["--home", str(lib.settings.home), "calibrate", "--apply", "--min-corrections",
+                                      "1", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    thresholds = read_user_thresholds(lib.settings, "builtin")
+    assert thresholds == pytest.approx(data["applied_thresholds"], abs=1e-3)
+    assert thresholds["daisy"] > 0.19  # above flower.jpg's daisy score
+    assert thresholds["building"] < 0.25  # below the built-in category bar
+    assert isinstance(load_model(lib.settings), ThresholdedTagger)
+
+    tagger = ThresholdedTagger(BuiltinTagger(faces=False), thresholds)  # the scan's model + the user's thresholds
+    report = service.retag(lib, [], None, tagger=tagger)
+    assert "daisy" not in model_tags(lib, photos, "flower-b")  # learned, not just remembered
+    assert "building" in model_tags(lib, photos, "china-b")
+    assert any(c.path.endswith("flower-b.jpg") and "daisy" in c.removed for c in report.changed)
+    with lib.session() as s:
+        run = s.get(ModelRun, report.model_run_ids[0])
+        assert run.settings["user_thresholds"] == len(thresholds)
+
+
+def test_finetune_registers_a_new_version_that_retag_uses(scanned):
+    lib, photos = scanned
+    with pytest.raises(LearnError, match="too few"):
+        finetune(lib, "builtin", tagger=BuiltinTagger(faces=False))
+    for name in ("coffee", "coffee-b"):
+        correct(lib, photos, name, remove=["espresso"])
+    correct(lib, photos, "china", remove=["palace"])
+    result = finetune(lib, "builtin", tagger=BuiltinTagger(faces=False), epochs=60, held_out=0.0, lr=3e-3)
+    assert result.name == "builtin-ft1" and result.losses[-1] < result.losses[0]
+    version_dir = lib.settings.models_dir / "builtin-ft1"
+    assert (version_dir / "head.safetensors").is_file()
+    base_sha = BuiltinTagger(faces=False).weights_sha256
+    assert result.weights_sha256 != base_sha
+    cached = list((lib.settings.home / "cache" / "learn").glob("features-builtin-*.npz"))
+    assert len(cached) == 1
+
+    v2 = load_model(lib.settings, "builtin-ft1")
+    assert v2.name == "builtin-ft1" and v2.weights_sha256 == result.weights_sha256
+    assert v2.settings()["faces"] is False  # keeps the settings of the model it was tuned from
+    report = service.retag(lib, [], "builtin-ft1")
+    with lib.session() as s:
+        run = s.get(ModelRun, report.model_run_ids[0])
+        assert (run.model_name, run.weights_sha256) == ("builtin-ft1", result.weights_sha256)
+    # the head learned: espresso's score fell on the corrected photos (it stays removed anyway)
+    from phototag.ingest.decode import decode_photo
+
+    base = BuiltinTagger(faces=False)
+    idx = list(base.vocabulary()).index("espresso")
+    img = decode_photo(photos / "coffee.jpg").image
+    before = base.predict([base.prepare(img)])[0].scores[idx]
+    after = v2.predict([v2.prepare(img)])[0].scores[idx]
+    assert after < before - 0.1
+
+    # a second version: the features come from the cache, the name counts up
+    again = finetune(lib, "builtin-ft1", epochs=5, held_out=0.0)
+    assert again.name == "builtin-ft2"
+
+
+def test_calibrate_without_corrections_is_a_clear_error(scanned):
+    lib, _ = scanned
+    result = CliRunner().invoke(app, ["--home", str(lib.settings.home), "calibrate"])
+    assert result.exit_code != 0
+    assert "no corrections yet" in str(result.exception) + result.output
