@@ -354,24 +354,29 @@ class EmbeddingIndex:
     def _catch_up(self, conn: Connection, state: TableState) -> bool:
         """Apply the rows changed since ``self.table``; False when a rebuild is the better deal."""
         old = self.table
-        db_ids = np.fromiter(
-            (r[0] for r in conn.execute(
-                text("SELECT photo_id FROM embeddings WHERE model_id = :m"), {"m": self.model_id}
-            )),
-            dtype=np.int64,
-        )
-        live = self.ids()
-        gone = np.setdiff1d(live, db_ids, assume_unique=True)
+        # rows added or rewritten since the watermark (cheap: rowid range + (model_id, created_at))
         changed_ids, changed_vecs, dim = read_embeddings(
             conn,
             self.model_id,
             "id > :max_id OR created_at > :max_created",
             {"max_id": old.max_id, "max_created": old.max_created_at},
         )
-        missing = np.setdiff1d(db_ids, live, assume_unique=True)
-        if len(missing) and not np.isin(missing, changed_ids).all():
-            # rows we never saw and that do not look new: only a rebuild reads them back
-            return False
+        live = self.ids()
+        new_ids = np.setdiff1d(changed_ids, live)
+        gone = np.empty(0, np.int64)
+        if state.count != len(live) + len(new_ids):
+            # rows were deleted (or never seen): only then list every photo id of the model
+            db_ids = np.fromiter(
+                (r[0] for r in conn.execute(
+                    text("SELECT photo_id FROM embeddings WHERE model_id = :m"), {"m": self.model_id}
+                )),
+                dtype=np.int64,
+            )
+            gone = np.setdiff1d(live, db_ids, assume_unique=True)
+            missing = np.setdiff1d(db_ids, live, assume_unique=True)
+            if len(missing) and not np.isin(missing, changed_ids).all():
+                # rows we never saw and that do not look new: only a rebuild reads them back
+                return False
         work = len(gone) + len(changed_ids)
         if dim is not None and dim != self.dim:
             return False

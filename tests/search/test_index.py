@@ -227,3 +227,25 @@ def test_similar_resolver_for_the_query_language(engine, home, tmp_path):
     assert [pid for pid, _ in hits] == [p for p in want.tolist() if p != 4][:5]
     with Session(engine) as session, pytest.raises(SearchError, match="neither"):
         resolve(session, str(tmp_path / "nothing.jpg"))
+
+
+def test_catch_up_with_additions_only_and_with_rows_it_never_saw(engine, home):
+    rng = np.random.default_rng(8)
+    vectors = unit_vectors(rng, 40, 8)
+    add_photos(engine, vectors[:20], start=100)
+    EmbeddingIndex.open(home, engine, MODEL)
+    # later photos arrive (higher row ids)
+    add_photos(engine, vectors[20:30], start=200, created_at=dt.datetime(2026, 2, 1))
+    index = EmbeddingIndex.open(home, engine, MODEL)
+    assert len(index) == 30 and index.search(vectors[25], 1)[0][0] == 205
+    # a row slipped in below the watermark (low id, old timestamp): caught by the count
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO photos (id, path, status, added_at, updated_at) "
+                          "VALUES (1, '/photos/1.jpg', 'ok', '2026-01-01', '2026-01-01')"))
+        conn.execute(
+            text("INSERT INTO embeddings (id, photo_id, model_id, dim, vector, created_at) "
+                 "VALUES (-5, 1, :m, 8, :v, '2000-01-01 00:00:00.000000')"),
+            {"m": MODEL, "v": vectors[35].astype("<f4").tobytes()},
+        )
+    index = EmbeddingIndex.open(home, engine, MODEL)
+    assert len(index) == 31 and index.search(vectors[35], 1)[0][0] == 1
