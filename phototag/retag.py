@@ -57,8 +57,8 @@ log = logging.getLogger(__name__)
 RETAG_REASON = "retag"
 #: queue priority of a re-tag started from the command line (new photos use 0)
 CLI_PRIORITY = -1
-#: queue priority of background re-tagging: below everything else
-BACKGROUND_PRIORITY = -10
+#: queue priority of background re-tagging: below new photos and the watcher's catch-up
+BACKGROUND_PRIORITY = 0  # = phototag.ingest.queue.PRIORITY_RETAG
 SESSION_FILE = "session.json"
 LAST_REPORT_FILE = "last-report.json"
 
