@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sqlite3
 import statistics
 import sys
@@ -394,8 +393,9 @@ RECOMMENDED_INDEXES = {
     # covering index for "photos with tag X": photo ids in order, no table lookups
     "ix_photo_tags_tag_photo": "CREATE INDEX IF NOT EXISTS ix_photo_tags_tag_photo ON photo_tags (tag_id, photo_id)",
     # the FAISS manifest watermark (count, max id, max created_at per model) from the index alone;
-    # without it max(created_at) reads every row, past each 2 KiB vector blob
-    "ix_embeddings_model_created": "CREATE INDEX IF NOT EXISTS ix_embeddings_model_created ON embeddings (model_id, created_at)",
+    # without it max(created_at) reads every row (2 KiB each, with its vector blob)
+    "ix_embeddings_model_created":
+        "CREATE INDEX IF NOT EXISTS ix_embeddings_model_created ON embeddings (model_id, created_at)",
 }
 
 

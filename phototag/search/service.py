@@ -167,7 +167,7 @@ def index_status(lib: Any) -> list[IndexReport]:
         conn = _conn(session)
         models = model_ids_with_embeddings(conn)
         reports = []
-        for model_id, count in models:
+        for model_id, _count in models:
             index = EmbeddingIndex(lib.settings.home, lib.engine, model_id)
             try:
                 manifest = Manifest.from_json(index.manifest_path.read_text("utf-8"))

@@ -188,7 +188,7 @@ def test_similar_to_file_and_to_photo_with_real_photos(tmp_path, home, engine):
         "astronaut": skimage_data.astronaut(), "rocket": skimage_data.rocket(),
     }
     vectors = []
-    for name, pixels in images.items():
+    for pixels in images.values():
         vectors.append(tagger.predict([tagger.prepare(Image.fromarray(pixels))])[0].embedding)
     add_photos(engine, np.stack(vectors))
     index = EmbeddingIndex.open(home, engine, MODEL)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 
 from phototag.db.models import Caption, Photo, PhotoTag, Tag
 from phototag.search import text_resolver
