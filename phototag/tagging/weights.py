@@ -7,7 +7,8 @@ pickles of 3–5.6 GB, two thirds of which is optimizer state. Here:
   pickle can run, and tensors stay on disk until touched (the optimizer never is);
 * :func:`official_key_transform` applies what the official loader does to the keys — drop the 35
   recomputed Swin buffers (``relative_position_index``, ``attn_mask``), rename ``vision_multi`` →
-  ``tagging_head`` — and, unlike it, refuses relative-position tables that would need resizing;
+  ``tagging_head``, keep the default BERT ``position_ids`` when a file lacks them — and, unlike it,
+  refuses relative-position tables that would need resizing;
 * :func:`identify` tells the architecture and class count from the keys and shapes;
 * :func:`check_state_dict` compares against our model and names every missing, unexpected or
   mis-shaped key (the official loader used ``strict=False`` and printed nothing);
@@ -148,6 +149,12 @@ def official_key_transform(state: Mapping[str, torch.Tensor]) -> dict[str, torch
         if "vision_multi" in key:
             key = key.replace("vision_multi", "tagging_head")
         out[key] = value
+    # transformers >= 4.31 stopped saving BERT's position_ids buffer; the official loader then keeps
+    # the model's own arange, so do the same instead of calling the key missing
+    for prefix in ("tag_encoder.embeddings.", "text_decoder.bert.embeddings."):
+        table = out.get(prefix + "position_embeddings.weight")
+        if table is not None and prefix + "position_ids" not in out:
+            out[prefix + "position_ids"] = torch.arange(table.shape[0]).unsqueeze(0)
     return out
 
 

@@ -76,8 +76,9 @@ def test_a_pickle_that_runs_code_is_refused_and_does_not_run(tmp_path):
 
     path = tmp_path / "evil.pth"
     torch.save({"model": {"x": torch.zeros(1)}, "config": Evil()}, path)
-    with pytest.raises(WeightsError, match="refused to load .*posix.system|refused to load"):
+    with pytest.raises(WeightsError, match="refused to load") as err:
         read_checkpoint(path)
+    assert "system" in str(err.value)  # names what the pickle wanted to call
     assert not marker.exists()
 
 
@@ -136,3 +137,10 @@ def test_tied_keys_with_different_values_are_rejected():
 def test_full_size_architecture_is_required_unless_told_otherwise():
     with pytest.raises(WeightsError, match="width 16"):
         prepare_state(tiny_official_state("ram"))
+
+
+def test_checkpoints_saved_without_bert_position_ids_still_load():
+    state = tiny_official_state("tag2text")
+    del state["tag_encoder.embeddings.position_ids"], state["text_decoder.bert.embeddings.position_ids"]
+    prepared, kind, _ = prepare_state(state, arch=tiny_arch("tag2text"))
+    assert torch.equal(prepared["text_decoder.bert.embeddings.position_ids"], torch.arange(512)[None])
