@@ -139,11 +139,13 @@ def agreement(items: Sequence[Reviewed], scores, tags, vocabulary, thresholds) -
 
 def calibrate(
     library: Library, model: str | None = None, *, apply: bool = False, min_corrections: int = 3,
-    held_out: float = 0.3, progress=None,
+    held_out: float = 0.3, progress=None, tagger=None,
 ) -> CalibrationResult:
+    """Fit per-tag thresholds for ``model`` (or for ``tagger``, an already built tagger of that name)
+    and report held-out agreement before/after; with ``apply`` write them for the next re-tag."""
     settings = library.settings
-    name = model or settings.default_model
-    tagger = load_base_tagger(settings, name)
+    name = model or (tagger.name if tagger is not None else settings.default_model)
+    tagger = tagger or load_base_tagger(settings, name)
     vocabulary = list(tagger.vocabulary())
     if not vocabulary:
         raise LearnError(f"model {name} has no vocabulary to calibrate")
