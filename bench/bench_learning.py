@@ -130,8 +130,9 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--r1", type=float, default=0.3)
     parser.add_argument("--r2", type=float, default=0.1)
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--distill", type=float, default=1.0, help="weight of the distillation term")
     args = parser.parse_args()
 
     from phototag.config import load_settings, use_settings
@@ -169,7 +170,7 @@ def main() -> None:
     print(row("after calibrate", cal.after))
 
     t0 = time.perf_counter()
-    ft = finetune(lib, tagger=tagger, epochs=args.epochs, lr=args.lr, write=False)
+    ft = finetune(lib, tagger=tagger, epochs=args.epochs, lr=args.lr, distill=args.distill, write=False)
     print(f"\nfinetune ({time.perf_counter() - t0:.1f}s on {ft.device}, {ft.epochs} epochs, loss "
           f"{ft.losses[0]:.3f} → {ft.losses[-1]:.3f}): agreement on {ft.held_out_photos} held-out photos, "
           "tags with classes (faces excluded):")

@@ -32,6 +32,7 @@ from phototag.learn.versions import (
     apply_thresholds,
     load_base_tagger,
     read_user_thresholds,
+    vocabulary_index,
     write_user_thresholds,
 )
 from phototag.library import Library
@@ -72,9 +73,9 @@ class CalibrationResult:
 
 
 def _model_tags(scores: np.ndarray, tags: Sequence[str], vocabulary: Sequence[str], thresholds: Mapping[str, float]) -> set[str]:
-    index = {n: i for i, n in enumerate(vocabulary)}
+    index = vocabulary_index(vocabulary)
     prediction = Prediction(
-        tags=[TagScore(t, float(scores[index[t]]) if t in index else 1.0) for t in tags], scores=scores
+        tags=[TagScore(t, float(np.max(scores[index[t]])) if t in index else 1.0) for t in tags], scores=scores
     )
     return {t.name for t in apply_thresholds(prediction, vocabulary, thresholds)}
 
@@ -106,7 +107,7 @@ def fit_thresholds(
     if not items:
         return dict(current), []
     vocab = set(vocabulary)
-    index = {n: i for i, n in enumerate(vocabulary)}
+    index = vocabulary_index(vocabulary)
     counts: dict[str, int] = {}
     for it in items:
         for name in (it.removed | it.added) & vocab:
@@ -118,7 +119,7 @@ def fit_thresholds(
     for name, n in sorted(counts.items()):
         if n < min_corrections:
             continue
-        column = matrix[:, index[name]]
+        column = matrix[:, index[name]].max(axis=1)
         labels = np.array([name in it.yes for it in items])
         threshold, errors = best_threshold(column, labels)
         errors_now = sum((name in g) != bool(y) for g, y in zip(given_now, labels))

@@ -126,19 +126,27 @@ class ThresholdedTagger(Tagger):
                           embedding=prediction.embedding, caption=prediction.caption, scores=prediction.scores)
 
 
+def vocabulary_index(vocabulary: Sequence[str]) -> dict[str, list[int]]:
+    """tag name → its class indices (Tag2Text's vocabulary repeats some names; a tag's score is the max)."""
+    index: dict[str, list[int]] = {}
+    for i, name in enumerate(vocabulary):
+        index.setdefault(name, []).append(i)
+    return index
+
+
 def apply_thresholds(prediction: Prediction, vocabulary: Sequence[str], thresholds: Mapping[str, float]) -> list[TagScore]:
     """The tags of ``prediction`` after the per-tag ``thresholds`` (see :class:`ThresholdedTagger`)."""
     if not thresholds:
         return list(prediction.tags)
     kept = {t.name: t for t in prediction.tags if t.name not in thresholds or t.score >= thresholds[t.name]}
     if prediction.scores is not None and len(prediction.scores) == len(vocabulary):
-        index = {name: i for i, name in enumerate(vocabulary)}
+        index = vocabulary_index(vocabulary)
         zh = {t.name: t.name_zh for t in prediction.tags}
         for name, threshold in thresholds.items():
             i = index.get(name)
             if i is None:
                 continue
-            score = float(prediction.scores[i])
+            score = float(np.max(prediction.scores[i]))
             if score >= threshold:
                 kept.setdefault(name, TagScore(name, score, zh.get(name)))
             else:

@@ -45,14 +45,35 @@ def all_tags(lib) -> set[tuple]:
     return {(p, n, src, round(sc or 0.0, 4)) for p, n, src, sc in rows} | {(p, n, "REMOVED", 0.0) for p, n in removals}
 
 
-def add_imported(lib, path, name):
+XMP_SIDECAR = """<x:xmpmeta xmlns:x="adobe:ns:meta/">
+ <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+  <rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">
+   <dc:subject><rdf:Bag><rdf:li>{keyword}</rdf:li></rdf:Bag></dc:subject>
+  </rdf:Description>
+ </rdf:RDF>
+</x:xmpmeta>
+"""
+
+
+@pytest.fixture
+def sidecars():
+    """Sidecars written next to the shared photos, deleted after the test."""
+    written: list[Path] = []
+    yield written
+    for path in written:
+        path.unlink(missing_ok=True)
+
+
+def add_imported(lib, path, name, sidecars):
+    """The user's own keyword, in an XMP sidecar (the pipeline reads it on every pass), imported."""
+    sidecar = Path(str(path) + ".xmp")
+    sidecars.append(sidecar)
+    sidecar.write_text(XMP_SIDECAR.format(keyword=name), encoding="utf-8")
     with lib.session() as s:
-        photo = lib.photo_by_path(s, path)
-        tag_id = lib.ensure_tags(s, [name])[name]
-        s.add(PhotoTag(photo_id=photo.id, tag_id=tag_id, source=TagSource.imported.value, score=None))
+        lib.set_imported_tags(s, lib.photo_by_path(s, path), [name])
 
 
-def test_retag_with_a_second_model_version_keeps_manual_imported_and_removals(scanned):
+def test_retag_with_a_second_model_version_keeps_manual_imported_and_removals(scanned, sidecars):
     lib, photos = scanned
     cat = str(photos / "chelsea.jpg")
     before = tags_of(lib, cat)
@@ -62,7 +83,7 @@ def test_retag_with_a_second_model_version_keeps_manual_imported_and_removals(sc
         lib.remove_tags(s, photo, ["cat"])  # the user says no; the new version would give it again
         lib.add_manual_tags(s, photo, ["my cat", "Egyptian cat"])
         first_run = photo.tagged_run_id
-    add_imported(lib, cat, "holiday 2024")
+    add_imported(lib, cat, "holiday 2024", sidecars)
 
     # version 2: same weights, other settings (fewer classes, stricter categories, a lower class bar)
     v2 = BuiltinTagger(faces=False, top_k=1, min_score=0.05, category_min_score=0.6)
