@@ -218,15 +218,14 @@ def beam_search(
             break
         index = torch.tensor(rows, dtype=torch.long, device=device)
         seqs = torch.cat([seqs.index_select(0, index), torch.tensor(tokens, device=device)[:, None]], dim=1)
+        if cur_len >= max_length:
+            # the open beams join the finished ones with their running scores
+            for row, (tokens_row, score) in enumerate(zip(seqs.tolist(), new_scores)):
+                hyps[active[row // k]].add(tokens_row, score)
+            break
         beam_scores = torch.tensor(new_scores, dtype=torch.float32, device=device)
         context = context.index_select(0, index)
         past = select_rows(past, index)
-        if cur_len >= max_length:
-            # the open beams join the finished ones with their running scores
-            for j, photo in enumerate(active):
-                for b in range(k):
-                    hyps[photo].add(seqs[j * k + b].tolist(), new_scores[j * k + b])
-            break
     return [h.best() for h in hyps]
 
 
@@ -298,12 +297,12 @@ def generate_caption_ids(
     prompt: str = PROMPT,
 ) -> list[list[int]]:
     """Token ids of each photo's caption (prompt included, no final ``[SEP]``)."""
+    if isinstance(tag_strings, str):
+        raise TypeError("tag_strings must be a list of strings, one per photo")
     if image_embeds.dim() != 3:
         raise ValueError(f"image_embeds must be [B, tokens, width], got shape {tuple(image_embeds.shape)}")
     if len(tag_strings) != image_embeds.shape[0]:
         raise ValueError(f"{len(tag_strings)} tag strings for {image_embeds.shape[0]} photos")
-    if isinstance(tag_strings, str):
-        raise TypeError("tag_strings must be a list of strings, one per photo")
     start = prompt_ids(tokenizer, prompt)
     config = getattr(model.text_decoder, "config", None)
     _check_lengths(len(start), max_length, min_length, getattr(config, "max_position_embeddings", None))
