@@ -52,6 +52,9 @@ class WeightsError(TaggerError):
     """A weights file is unreadable, unsafe, or does not fit the model it claims to be."""
 
 
+CheckpointError = WeightsError  #: the name phototag.cli looks up for user-facing errors
+
+
 # ---------------------------------------------------------------------------------------- hashing
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -168,7 +171,7 @@ class CheckpointKind:
     has_text: bool  #: tag_encoder / text_decoder tensors present
 
     def arch(self) -> RamArch:
-        return ARCHS[self.kind]().tiny(num_classes=self.num_classes)
+        return ARCHS[self.kind]().derive(num_classes=self.num_classes)
 
 
 def _shape(state: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...] | None:

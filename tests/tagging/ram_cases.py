@@ -37,7 +37,7 @@ def _bert(encoder_width: int) -> BertConfig:
 def tiny_arch(kind: str) -> RamArch:
     base = ARCHS[kind]()
     width = 512 if kind != "tag2text" else _TINY_SWIN.num_features
-    return base.tiny(
+    return base.derive(
         swin=_TINY_SWIN,
         num_classes=50 if kind == "ram_plus" else base.num_classes,
         head=_bert(width),

@@ -24,7 +24,7 @@ weights, never used for tags). Tag2Text keeps them by default because it caption
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -50,10 +50,9 @@ class RamArch:
     text: BertConfig | None = None  #: tag encoder / text decoder (med), None for RAM++
     descriptions: int = RAM_PLUS_DESCRIPTIONS
     clip_dim: int = CLIP_DIM
-    extra: dict = field(default_factory=dict, compare=False)
 
-    def tiny(self, **overrides) -> "RamArch":
-        """A small variant of this architecture for fast tests (same code paths, random weights)."""
+    def derive(self, **overrides) -> "RamArch":
+        """This architecture with some fields changed (class count, or small sizes for tests)."""
         return replace(self, **overrides)
 
 
@@ -179,7 +178,7 @@ class RAMPlus(RAM):
         sims = self.reweight_scale.exp() * cls @ self.label_embed.t()
         weights = F.softmax(sims.view(b, -1, per_class), dim=2)  # B, C, D
         table = self.label_embed.view(-1, per_class, self.label_embed.shape[1])  # C, D, 512
-        mixed = torch.einsum("bcd,cde->bce", weights, table.to(weights.dtype))
+        mixed = torch.einsum("bcd,cde->bce", weights.to(table.dtype), table)
         return F.relu(self.wordvec_proj(mixed))
 
 
