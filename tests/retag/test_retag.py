@@ -140,6 +140,22 @@ def test_dry_run_changes_nothing_and_predicts_the_real_run(scanned):
     assert dump(lib.settings.db_path) == before
     assert not (lib.settings.home / "retag" / "session.json").exists()
     assert dry.dry_run and dry.changed
+
+    from rich.console import Console
+
+    from phototag.cli import common, retag as retag_cli
+
+    captured = Console(record=True, width=200)
+    old_out, old_console = common.out, common.console
+    retag_cli.out = retag_cli.console = captured
+    try:
+        retag_cli.render(dry)
+    finally:
+        retag_cli.out, retag_cli.console = old_out, old_console
+    text = captured.export_text()
+    assert "dry run" in text and "would change" in text
+    first = dry.changed[0]
+    assert Path(first.path).name in text and (first.added or first.removed)[0] in text
     lib = type(lib)(lib.settings)
     real = service.retag(lib, [], None, tagger=v2)
     lib.close()
