@@ -1,0 +1,82 @@
+"""The user's thresholds and calibration work for RAM packs too (a tiny RAM++: 50 classes,
+official-style checkpoint converted like `phototag models add` does)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from phototag.learn.versions import ThresholdedTagger
+
+from tagging.ram_cases import GOLDEN_SEED, RAM_DATA, tiny_arch, tiny_official_state
+
+DATA = RAM_DATA / "ram" / "data"
+
+
+def first_lines(src, dst, n):
+    dst.write_text("\n".join(src.read_text(encoding="utf-8").splitlines()[:n]), encoding="utf-8")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def tiny_ram_plus(tmp_path_factory):
+    from phototag.tagging.ram_tagger import RamTagger
+    from phototag.tagging.synthetic import official_checkpoint
+    from phototag.tagging.vocab import ram_vocabulary
+    from phototag.tagging.weights import convert_checkpoint
+
+    tmp = tmp_path_factory.mktemp("ramplus-thresholds")
+    torch.save(official_checkpoint(tiny_official_state("ram_plus", seed=GOLDEN_SEED)), tmp / "ckpt.pth")
+    result = convert_checkpoint(tmp / "ckpt.pth", tmp / "w.safetensors", arch=tiny_arch("ram_plus"))
+    vocab = ram_vocabulary(first_lines(DATA / "ram_tag_list.txt", tmp / "t.txt", 50),
+                           first_lines(DATA / "ram_tag_list_threshold.txt", tmp / "th.txt", 50),
+                           first_lines(DATA / "ram_tag_list_chinese.txt", tmp / "zh.txt", 50))
+    return RamTagger("tiny", "ram_plus", result.path, vocab, result.sha256, arch=tiny_arch("ram_plus"))
+
+
+def test_user_thresholds_add_and_drop_ram_tags(tiny_ram_plus):
+    import skimage.data
+
+    photo = tiny_ram_plus.prepare(Image.fromarray(skimage.data.coffee()))
+    plain = tiny_ram_plus.predict([photo])[0]
+    vocab = list(tiny_ram_plus.vocabulary())
+    given = {t.name for t in plain.tags}
+    order = np.argsort(-plain.scores)
+    best, missing = vocab[order[0]], next(vocab[i] for i in order if vocab[i] not in given)
+    if best not in given:  # the best score did not pass the pack's own threshold: drop none
+        best = None
+    thresholds = {missing: float(plain.scores[vocab.index(missing)]) - 1e-4}
+    if best is not None:
+        thresholds[best] = min(1.0, float(plain.scores[vocab.index(best)]) + 1e-3)
+    tuned = ThresholdedTagger(tiny_ram_plus, thresholds)
+    got = tuned.predict([photo])[0]
+    names = {t.name for t in got.tags}
+    assert missing in names
+    if best is not None:
+        assert best not in names
+    assert names - {missing} == given - {best}
+    assert np.array_equal(got.scores, plain.scores) and tuned.weights_sha256 == tiny_ram_plus.weights_sha256
+    assert tuned.settings()["user_thresholds"] == len(thresholds)
+
+
+def test_calibrate_fits_ram_thresholds_from_corrections(scanned, tiny_ram_plus):
+    """Corrections in the RAM vocabulary on a real library; scores come from running the RAM model."""
+    from phototag.learn.calibrate import calibrate
+    from phototag.learn.corrections import cache_dir
+
+    lib, photos = scanned
+    vocab = list(tiny_ram_plus.vocabulary())
+    tag = vocab[3]
+    with lib.session() as s:
+        for name in ("chelsea", "chelsea-b", "coffee"):
+            lib.add_manual_tags(s, lib.photo_by_path(s, str(photos / f"{name}.jpg")), [tag])
+        for name in ("rocket", "rocket-b"):
+            lib.remove_tags(s, lib.photo_by_path(s, str(photos / f"{name}.jpg")), ["weapon"])  # not RAM's: ignored
+    result = calibrate(lib, tagger=tiny_ram_plus, min_corrections=1, held_out=0.0)
+    assert result.model == "tiny" and result.reviewed == 5
+    assert list(cache_dir(lib.settings).glob("scores-*.npz"))
+    tuned = {t.tag: t for t in result.tuned}
+    assert "weapon" not in tuned
+    assert tag in tuned and tuned[tag].positives == 3 and tuned[tag].errors_after < tuned[tag].errors_before
