@@ -29,12 +29,12 @@ priority so new photos are tagged first.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import re
-import shutil
 import sqlite3
 import tempfile
 import threading
@@ -42,9 +42,9 @@ import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from phototag.config import Settings
@@ -199,17 +199,9 @@ def _write_json_atomic(path: Path, data: Any) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with _suppress():
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] is not None and issubclass(exc[0], OSError)
 
 
 def load_session(settings: Settings) -> RetagSession | None:
@@ -228,7 +220,7 @@ def _save_session(settings: Settings, rs: RetagSession) -> None:
 
 
 def _end_session(settings: Settings) -> None:
-    with _suppress():
+    with contextlib.suppress(OSError):
         os.unlink(retag_dir(settings) / SESSION_FILE)
 
 
@@ -265,9 +257,6 @@ def enqueue_retag(
 
 
 # ---- the command --------------------------------------------------------------------------------
-
-
-TaggerFactory = Callable[[Settings, str | None], Any]
 
 
 def get_tagger(settings: Settings, name: str | None):
