@@ -226,7 +226,7 @@ class EmbeddingIndex:
         hnsw_threshold: int = 50_000,
         hnsw_m: int = 32,
         ef_construction: int = 80,
-        ef_search: int = 128,
+        ef_search: int = 256,
         rebuild_fraction: float = 0.3,
     ):
         self.home = Path(home)
