@@ -49,14 +49,16 @@ class CaptionCase:
 
 
 #: tiny models whose [SEP] bias makes captions end at different points (see the golden recipe's
-#: coverage report): never / sometimes before max_length / soon after min_length
+#: coverage report): never / sometimes before max_length / soon after min_length. Seeds are chosen
+#: so that no beam decision is closer than 2e-4 in log-probability (1e-2 for the full-size case),
+#: far above float32 differences between implementations and CPUs.
 TINY_CASES = (
-    CaptionCase("tiny_noeos", seed=1),
+    CaptionCase("tiny_noeos", seed=10),
     CaptionCase("tiny_eos_mid", seed=2, sep_bias=12.0),
     CaptionCase("tiny_eos_early", seed=3, sep_bias=12.0),
     CaptionCase("tiny_eos_min", seed=4, sep_bias=20.0),
 )
-FULL_CASE = CaptionCase("full", hidden=768, layers=12, heads=12, intermediate=3072, image_width=1024, seed=7)
+FULL_CASE = CaptionCase("full", hidden=768, layers=12, heads=12, intermediate=3072, image_width=1024, seed=9)
 
 TAG_STRINGS = [
     "cat | grass",

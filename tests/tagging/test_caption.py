@@ -31,6 +31,15 @@ from .caption_setup import (
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Batch-of-a-few decoding is memory-bound: one thread is as fast, and much faster on a busy box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tok() -> BertTokenizer:
     return BertTokenizer.from_vocab_file(VOCAB)

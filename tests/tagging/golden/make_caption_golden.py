@@ -13,7 +13,7 @@ Not a test (pytest does not collect it). Needs what CI does not have:
 Run from the repository root::
 
     PYTHONPATH=/tmp/t4251 OFFICIAL_RAM=/path/official_ram.py BERT_DIR=/path/bert-base-uncased \\
-        .venv/bin/python tests/tagging/golden/make_caption_golden.py [--full]
+        .venv/bin/python tests/tagging/golden/make_caption_golden.py [--full] [--only=CASE]
 
 For each case of ``caption_setup.py`` it gives the official modules our deterministic weights (by
 key), runs the body of ``Tag2Text.generate`` after tagging (beam 3, max_length 50, min_length 10)
@@ -148,7 +148,7 @@ def trim(row: list[int]) -> list[int]:
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # the result does not depend on it; 1 thread is faster on a busy machine
     tokenizer = BertTokenizer.from_pretrained(os.environ["BERT_DIR"])
     tokenizer.add_special_tokens({"bos_token": "[DEC]"})
     tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
@@ -158,6 +158,9 @@ def main() -> None:
     if "--full" in sys.argv:
         cases = [setup.FULL_CASE]
         tags = setup.TAG_STRINGS[:2]
+    only = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--only=")]
+    if only:
+        cases = [c for c in cases if c.name in only]
     for case in cases:
         COUNTS.clear()
         enc, dec = official_modules(case)
