@@ -58,6 +58,11 @@ TINY_CASES = (
     CaptionCase("tiny_eos_early", seed=3, sep_bias=12.0),
     CaptionCase("tiny_eos_min", seed=4, sep_bias=20.0),
 )
+#: other beam-search settings checked against the official code: (case name, generate() arguments)
+OTHER_SETTINGS = (
+    ("tiny_eos_early", {"num_beams": 5, "max_length": 30, "min_length": 5}),
+    ("tiny_eos_mid", {"num_beams": 2, "max_length": 40, "min_length": 12}),
+)
 FULL_CASE = CaptionCase("full", hidden=768, layers=12, heads=12, intermediate=3072, image_width=1024, seed=9)
 
 TAG_STRINGS = [
@@ -69,6 +74,11 @@ TAG_STRINGS = [
     "kitchen | table | chair | window | plant",
     "city | street | car | building | night | light",
 ]
+
+
+def settings_name(case_name: str, settings: dict) -> str:
+    """Golden file stem of a case run with non-default settings."""
+    return f"{case_name}_b{settings['num_beams']}_max{settings['max_length']}_min{settings['min_length']}"
 
 
 class CaptionModel(nn.Module):

@@ -21,6 +21,7 @@ from phototag.tagging.tokenizer import BertTokenizer
 from .caption_setup import (
     FULL_CASE,
     GOLDEN,
+    OTHER_SETTINGS,
     RECIPE_VERSION,
     TAG_STRINGS,
     TINY_CASES,
@@ -28,6 +29,7 @@ from .caption_setup import (
     CaptionCase,
     build_model,
     image_embeds,
+    settings_name,
 )
 
 
@@ -57,8 +59,8 @@ def models():
     return get
 
 
-def _golden(case: CaptionCase) -> dict:
-    record = json.loads((GOLDEN / f"caption_{case.name}.json").read_text(encoding="utf-8"))
+def _golden(case: CaptionCase, name: str | None = None) -> dict:
+    record = json.loads((GOLDEN / f"caption_{name or case.name}.json").read_text(encoding="utf-8"))
     assert record["synthetic_recipe_version"] == RECIPE_VERSION, "weights recipe changed: rerun the golden recipe"
     assert record["case"] == dataclasses.asdict(case)
     return record
@@ -74,6 +76,17 @@ def test_same_tokens_as_official_tag2text(case, tok, models):
     assert ids == golden["ids"]
     captions = [tok.decode(s)[len("a picture of ") :] for s in ids]
     assert captions == golden["captions"]
+
+
+@pytest.mark.parametrize("name, settings", OTHER_SETTINGS, ids=[settings_name(*s) for s in OTHER_SETTINGS])
+def test_other_beam_settings_same_tokens_as_official(name, settings, tok, models):
+    """2 and 5 beams, other min/max lengths (min_length 5 lets [SEP] come right after the prompt)."""
+    case = next(c for c in TINY_CASES if c.name == name)
+    golden = _golden(case, settings_name(name, settings))
+    assert golden["settings"] == settings
+    ids = generate_caption_ids(models(case), image_embeds(case, len(TAG_STRINGS)), TAG_STRINGS, tok, **settings)
+    assert ids == golden["ids"]
+    assert max(len(s) for s in ids) == settings["max_length"]
 
 
 def test_goldens_cover_every_beam_search_path():

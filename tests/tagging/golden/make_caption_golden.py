@@ -159,31 +159,35 @@ def main() -> None:
         cases = [setup.FULL_CASE]
         tags = setup.TAG_STRINGS[:2]
     only = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--only=")]
+    runs = [(case, case.name, {}) for case in cases]
+    if "--full" not in sys.argv:
+        by_name = {c.name: c for c in setup.TINY_CASES}
+        runs += [(by_name[n], setup.settings_name(n, kw), kw) for n, kw in setup.OTHER_SETTINGS]
     if only:
-        cases = [c for c in cases if c.name in only]
-    for case in cases:
+        runs = [r for r in runs if r[1] in only]
+    for case, name, settings in runs:
         COUNTS.clear()
         enc, dec = official_modules(case)
         x = setup.image_embeds(case, len(tags))
         t0 = time.time()
         with torch.no_grad():
-            batch_out, batch_caps = official_generate(enc, dec, tokenizer, x, tags)
+            batch_out, batch_caps = official_generate(enc, dec, tokenizer, x, tags, **settings)
             batch_rows = [trim(r) for r in batch_out.tolist()]
             for i in range(len(tags)):
-                out, caps = official_generate(enc, dec, tokenizer, x[i : i + 1], tags[i : i + 1])
-                assert trim(out[0].tolist()) == batch_rows[i], (case.name, i)
+                out, caps = official_generate(enc, dec, tokenizer, x[i : i + 1], tags[i : i + 1], **settings)
+                assert trim(out[0].tolist()) == batch_rows[i], (name, i)
                 assert caps == batch_caps[i : i + 1]
         record = {
             "case": case.__dict__,
+            "settings": settings,
             "made_with": f"official Tag2Text.generate body, transformers {transformers.__version__}",
             "synthetic_recipe_version": setup.RECIPE_VERSION,
             "tags": tags,
             "ids": batch_rows,
             "captions": batch_caps,
         }
-        (HERE / f"caption_{case.name}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        print(case.name, f"{time.time() - t0:.1f}s", "lengths", [len(r) for r in batch_rows], dict(COUNTS))
-
+        (HERE / f"caption_{name}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        print(name, f"{time.time() - t0:.1f}s", "lengths", [len(r) for r in batch_rows], dict(COUNTS))
 
 if __name__ == "__main__":
     main()
