@@ -275,6 +275,13 @@ class Pipeline:
                 if batch and (done or item == "flush" or len(batch) >= self.batch_size):
                     self._run_batch(batch, report)
                     batch = []
+        except BaseException:
+            # the consumer failed (e.g. the model raised): tell the producer to stop, and unblock it if it
+            # waits for a slot, so that the join below returns (stop_event stays set: this run is over)
+            self.stop_event.set()
+            for _ in range(max_in_flight):
+                slots.release()
+            raise
         finally:
             producer.join()
             if self._run_id is not None:

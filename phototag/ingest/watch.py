@@ -52,7 +52,7 @@ from phototag.ingest.queue import PRIORITY_CATCH_UP, PRIORITY_NEW, QueuedItem, W
 from phototag.ingest.walk import FoundFile, is_ignored_name, is_skipped_dir, iter_photo_files
 from phototag.library import Library
 from phototag.pipeline import Job, Pipeline, Report
-from phototag.tagging.base import Tagger
+from phototag.tagging.base import Tagger, TaggerError
 
 log = logging.getLogger("phototag.watch")
 
@@ -83,8 +83,9 @@ def _unescape_mount(field_: str) -> str:
     # /proc/mounts escapes space, tab, newline and backslash as octal
     out, i = [], 0
     while i < len(field_):
-        if field_[i] == "\\" and i + 3 < len(field_) + 0 and field_[i + 1:i + 4].isdigit():
-            out.append(chr(int(field_[i + 1:i + 4], 8)))
+        octal = field_[i + 1:i + 4]
+        if field_[i] == "\\" and len(octal) == 3 and all(c in "01234567" for c in octal):
+            out.append(chr(int(octal, 8)))
             i += 4
         else:
             out.append(field_[i])
@@ -208,7 +209,7 @@ class Watcher:
         self.report = Report()  # the pipeline's running totals; errors are logged and dropped as they come
         self.pipeline = Pipeline(
             library, tagger, batch_size=batch_size, decode_workers=decode_workers,
-            batch_timeout=self.batch_timeout, stop_event=self.stop_event, on_commit=self._committed,
+            batch_timeout=self.batch_timeout, on_commit=self._committed,
             progress=self._progress,
         )
         self._events: queue_mod.Queue = queue_mod.Queue()
@@ -235,8 +236,19 @@ class Watcher:
             self._publish_state()
             event_thread.start()
             while not self.stop_event.is_set():
+                # the pipeline's own stop event: set by us to stop, or by the pipeline when a batch failed
+                self.pipeline.stop_event = threading.Event()
+                if self.stop_event.is_set():
+                    break
                 try:
                     self.pipeline.process(self._jobs(), self.report)
+                except TaggerError:
+                    # the model cannot be loaded at all: no photo is to blame, so none is charged an attempt
+                    with self._in_flight_lock:
+                        flying = list(self._in_flight)
+                        self._in_flight.clear()
+                    self._unclaim_paths(flying)
+                    raise
                 except Exception as exc:  # the model failed on a batch: rows stay queued, retried, then given up
                     log.error("tagging failed: %s: %s", type(exc).__name__, exc,
                               extra={"event": "batch_failed", "error": str(exc)})
@@ -255,8 +267,12 @@ class Watcher:
             self._publish_state(stopped=True)
         return self.stats
 
+    def _stopping(self) -> bool:
+        return self.stop_event.is_set() or self.pipeline.stop_event.is_set()
+
     def stop(self) -> None:
         self.stop_event.set()
+        self.pipeline.stop_event.set()
         self._wakeup.set()
         self._events.put(None)
 
@@ -717,7 +733,7 @@ class Watcher:
         with self._in_flight_lock:
             in_flight.clear()
         report = Report()
-        while not self.stop_event.is_set():
+        while not self._stopping():
             with self._in_flight_lock:
                 flying = list(in_flight)
             if flying:  # jobs whose rows are gone (done, or moved away) are not in flight any more
@@ -726,11 +742,13 @@ class Watcher:
                 skip = self._paused_claims | set(in_flight)
             items = self.queue.claim(self.pipeline.batch_size, skip=skip)
             if not items:
-                self._wakeup.wait(IDLE_CLAIM_SECONDS)
+                for _ in range(int(IDLE_CLAIM_SECONDS)):
+                    if self._wakeup.wait(1.0) or self._stopping():
+                        break
                 self._wakeup.clear()
                 continue
             for n, item in enumerate(items):
-                if self.stop_event.is_set():
+                if self._stopping():
                     self._unclaim(items[n:])
                     return
                 job = self._prepare(item, report)
@@ -740,8 +758,14 @@ class Watcher:
                     in_flight[str(item.path)] = item.enqueued_at
                 yield job
                 if item.isolated:  # suspected poison: alone in its batch, and wait for its outcome
-                    while not self.stop_event.is_set() and self.queue.still_queued({str(item.path): item.enqueued_at}):
+                    while not self._stopping() and self.queue.still_queued({str(item.path): item.enqueued_at}):
                         self.stop_event.wait(0.2)
+
+    def _unclaim_paths(self, paths: list[str]) -> None:
+        if paths:
+            with self.library.session() as session:
+                session.execute(update(WorkItem).where(WorkItem.path.in_(paths), WorkItem.attempts > 0)
+                                .values(attempts=WorkItem.attempts - 1))
 
     def _unclaim(self, items: list[QueuedItem]) -> None:
         with self.library.session() as session:

@@ -71,3 +71,18 @@ def test_scan_still_clears_queue_rows_by_path(library, tmp_path):
     WorkQueue(library).enqueue([root / "p.jpg"])
     Pipeline(library, ColourTagger(), decode_workers=1).scan([root])
     assert queue_length(library) == 0
+
+
+def test_file_vanishing_after_its_claim_is_recorded_and_its_row_settled(library, tmp_path):
+    photo = write_photo(tmp_path / "p.jpg", 1)
+    q = WorkQueue(library)
+    q.enqueue([photo])
+    (item,) = q.claim(1)
+    st = photo.stat()
+    photo.unlink()  # gone between classification (size, mtime, hash known) and decoding
+    report = Pipeline(library, ColourTagger(), decode_workers=1).process(
+        [Job(photo, tmp_path, size=st.st_size, mtime=st.st_mtime, sha256="0" * 64, queued_at=item.enqueued_at)])
+    assert report.failed == 1 and "vanished" in report.errors[0][1]
+    row = photo_row(library, photo)
+    assert row.status == "error" and "vanished" in row.error
+    assert queue_length(library) == 0

@@ -322,3 +322,26 @@ def test_poison_photo_is_given_up_after_attempts_and_others_are_tagged(library, 
         assert "model crashed" in photo_row(library, root / "green.jpg").error
     assert queue_length(library) == 0
     assert model_work(library) == 6
+
+
+def test_a_model_that_cannot_load_stops_the_watcher_and_blames_no_photo(library, root):
+    from phototag.tagging.base import TaggerError
+    from watch.helpers import ColourTagger
+
+    class Unloadable(ColourTagger):
+        def predict(self, batch):
+            raise TaggerError("weights file not found: /nowhere/model.safetensors")
+
+    write_photo(root / "p.jpg", 1)
+    from phototag.ingest.watch import Watcher
+
+    watcher = Watcher(library, Unloadable(), [root], stable_seconds=0.3, batch_timeout=0.1, decode_workers=1)
+    with pytest.raises(TaggerError, match="weights file not found"):
+        watcher.run()
+    with library.session() as s:
+        from phototag.db.models import WorkItem
+        from sqlalchemy import select
+
+        rows = s.execute(select(WorkItem.path, WorkItem.attempts)).all()
+    assert [(r.path, r.attempts) for r in rows] == [(str(root / "p.jpg"), 0)]  # still queued, not charged
+    assert photo_row(library, root / "p.jpg") is None
