@@ -112,8 +112,9 @@ def version_key(tagger: Tagger) -> str:
 class ArrayCache:
     """``sha256 → float32 vector`` (plus a JSON extra per photo), one ``.npz`` file per model version."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, dtype=np.float32):
         self.path = path
+        self.dtype = dtype
         self.rows: dict[str, np.ndarray] = {}
         self.extra: dict[str, object] = {}
         if path.exists():
@@ -138,7 +139,7 @@ class ArrayCache:
         fd, tmp = tempfile.mkstemp(prefix=self.path.stem + ".", suffix=".tmp.npz", dir=self.path.parent)
         os.close(fd)
         try:
-            np.savez(tmp, keys=np.array(keys), values=np.stack([self.rows[k] for k in keys]).astype(np.float32),
+            np.savez(tmp, keys=np.array(keys), values=np.stack([self.rows[k] for k in keys]).astype(self.dtype),
                      extra=np.array(json.dumps(self.extra)))
             os.replace(tmp, self.path)
         except BaseException:

@@ -18,7 +18,7 @@ The result is written as a model version directory ``<home>/models/<name>/`` (``
 ready for ``phototag retag --model <name>``. Agreement with the user is reported before and after
 on a held-out split of the reviewed photos that training never saw.
 
-RAM/RAM++/Tag2Text packs are not fine-tuned yet (their calibration works; see docs/retag.md).
+RAM and RAM++ packs: see :mod:`phototag.learn.ram_head` (Tag2Text is not supported).
 """
 
 from __future__ import annotations
@@ -273,8 +273,13 @@ def finetune(
     settings = library.settings
     base_name = model or settings.default_model
     tagger = tagger or load_base_tagger(settings, base_name)
-    head = BuiltinHead(tagger)
     device = _device(device or settings.get("device"))
+    from phototag.learn.ram_head import is_ram_tagger
+
+    if is_ram_tagger(tagger):
+        return _finetune_ram(library, tagger, base_name, epochs=epochs, name=name, held_out=held_out, device=device,
+                             write=write, progress=progress, lr=lr, started=started)
+    head = BuiltinHead(tagger)
     with library.session() as session:
         reviewed = load_reviewed(session)
     if len(reviewed) < 2:
@@ -299,11 +304,65 @@ def finetune(
     )
     if write:
         # the version that is registered learns from every reviewed photo
-        weight, bias, _ = fit(reviewed)
+        if held:
+            weight, bias, _ = fit(reviewed)
         result.path, result.weights_sha256 = save_version(settings, result, tagger, weight, bias, len(reviewed))
     result.seconds = time.perf_counter() - started
     tagger.close()
     return result
+
+
+def _finetune_ram(library, tagger, base_name, *, epochs, name, held_out, device, write, progress, lr, started):
+    import time
+
+    from phototag.learn.ram_head import RamHead
+
+    settings = library.settings
+    head = RamHead(tagger)
+    with library.session() as session:
+        reviewed = load_reviewed(session)
+    if len(reviewed) < 2:
+        raise LearnError("too few corrected photos to fine-tune: fix some tags with `phototag tag add/remove` first")
+    feats = head.features(settings, reviewed, device, progress)
+    reviewed = [it for it in reviewed if it.sha256 in feats]
+    train, held = split_held_out(reviewed, held_out)
+    base_model = head.model.float().to(device) if device != "cpu" else head.model.float()
+    before = head.agreement(base_model, held, feats, device)
+    trained, losses = head.train(train, feats, epochs, device, lr)
+    after = head.agreement(trained, held, feats, device)
+    result = FinetuneResult(
+        name=name or next_version_name(settings, base_name), base=base_name, path=None, weights_sha256=None,
+        epochs=epochs, train_photos=len(train), held_out_photos=len(held), before=before, after=after,
+        device=device, losses=losses,
+    )
+    if write:
+        final = trained if not held else head.train(reviewed, feats, epochs, device, lr)[0]
+        result.path, result.weights_sha256 = save_ram_version(settings, result, tagger, head.head_state(final),
+                                                              len(reviewed))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def save_ram_version(settings: Settings, result: FinetuneResult, tagger, state: dict, photos: int) -> tuple[Path, str]:
+    from safetensors.torch import save_file
+
+    target = model_dir(settings, result.name)
+    if target.exists() and not (target / FINETUNE_FILE).exists():
+        raise LearnError(f"{target} exists and is not a fine-tuned version: pick another --name")
+    target.mkdir(parents=True, exist_ok=True)
+    tmp = target / (HEAD_FILE + ".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, target / HEAD_FILE)
+    head_sha = hashlib.sha256((target / HEAD_FILE).read_bytes()).hexdigest()
+    weights_sha = hashlib.sha256(f"{tagger.weights_sha256}:{head_sha}".encode()).hexdigest()
+    write_json_atomic(target / FINETUNE_FILE, {
+        "format": FINETUNE_FORMAT, "name": result.name, "base": "pack", "base_pack": tagger.name,
+        "based_on": result.base, "kind": tagger.kind, "base_weights_sha256": tagger.weights_sha256,
+        "head_sha256": head_sha, "weights_sha256": weights_sha,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "epochs": result.epochs,
+        "photos": photos, "held_out": {"before": result.before.as_dict(), "after": result.after.as_dict()},
+    })
+    return target, weights_sha
 
 
 def save_version(settings: Settings, result: FinetuneResult, tagger, weight, bias, photos: int) -> tuple[Path, str]:
@@ -387,11 +446,19 @@ def load_finetuned_tagger(settings: Settings, name: str, version: dict | None = 
     version = version or read_version(settings, name)
     if version is None:
         raise TaggerError(f"{name}: not a fine-tuned model version")
-    if version.get("base") != "builtin":
-        raise TaggerError(f"{name}: fine-tuned versions of {version.get('base')!r} cannot be loaded yet")
     head_path = model_dir(settings, name) / HEAD_FILE
     if not head_path.is_file():
         raise TaggerError(f"{name}: {head_path} is missing")
+    if version.get("base") == "pack":
+        from phototag.learn.ram_head import finetuned_ram_tagger
+        from phototag.tagging.registry import get_tagger
+
+        inner = get_tagger(settings, version["base_pack"])
+        if inner.weights_sha256 != version["base_weights_sha256"]:
+            raise TaggerError(f"{name} was fine-tuned from other weights of pack {version['base_pack']!r}")
+        return finetuned_ram_tagger(inner, name, head_path, version)
+    if version.get("base") != "builtin":
+        raise TaggerError(f"{name}: fine-tuned versions of {version.get('base')!r} cannot be loaded")
     kwargs = {k: v for k, v in (version.get("settings") or {}).items()
               if k in ("top_k", "min_score", "category_min_score", "faces", "face_min_score", "portrait_min_face",
                        "precision")}

@@ -80,3 +80,43 @@ def test_calibrate_fits_ram_thresholds_from_corrections(scanned, tiny_ram_plus):
     tuned = {t.tag: t for t in result.tuned}
     assert "weapon" not in tuned
     assert tag in tuned and tuned[tag].positives == 3 and tuned[tag].errors_after < tuned[tag].errors_before
+
+
+def test_finetune_ram_plus_head_learns_the_users_tag(scanned, tiny_ram_plus, tmp_path):
+    """Fine-tune the tiny RAM++'s head (cached image_proj tokens), save it as a version, load it onto
+    a fresh copy of the pack tagger and check the tag the user kept adding now scores higher."""
+    import json
+
+    from phototag.ingest.decode import decode_photo
+    from phototag.learn.finetune import finetune
+    from phototag.learn.ram_head import finetuned_ram_tagger
+    from phototag.tagging.ram_tagger import RamTagger
+
+    lib, photos = scanned
+    vocab = list(tiny_ram_plus.vocabulary())
+    names = ("chelsea", "chelsea-b", "coffee", "coffee-b")
+    batch = [tiny_ram_plus.prepare(decode_photo(photos / f"{n}.jpg").image) for n in names]
+    plain = tiny_ram_plus.predict(batch)
+    given = set().union(*({t.name for t in p.tags} for p in plain))
+    mean = np.mean([p.scores for p in plain], axis=0)
+    tag = max((n for n in vocab if n not in given), key=lambda n: mean[vocab.index(n)])  # the model never gives it
+    with lib.session() as s:
+        for name in names:
+            lib.add_manual_tags(s, lib.photo_by_path(s, str(photos / f"{name}.jpg")), [tag])
+        lib.remove_tags(s, lib.photo_by_path(s, str(photos / "rocket.jpg")), ["weapon"])
+    result = finetune(lib, "tiny", tagger=tiny_ram_plus, epochs=30, held_out=0.0, lr=3e-3)
+    assert result.losses[-1] < result.losses[0]
+    version = json.loads((result.path / "finetune.json").read_text())
+    assert version["base"] == "pack" and version["kind"] == "ram_plus"
+    assert version["weights_sha256"] == result.weights_sha256 != tiny_ram_plus.weights_sha256
+    assert list((lib.settings.home / "cache" / "learn").glob("features-ram_plus-*.npz"))
+
+    fresh = RamTagger("tiny", "ram_plus", tiny_ram_plus.weights_path, tiny_ram_plus.vocab,
+                      tiny_ram_plus.weights_sha256, arch=tiny_ram_plus.arch)
+    tuned = finetuned_ram_tagger(fresh, result.name, result.path / "head.safetensors", version)
+    i = vocab.index(tag)
+    before = np.array([p.scores[i] for p in plain])
+    predictions = tuned.predict(batch)
+    after = np.array([p.scores[i] for p in predictions])
+    assert (after > before).all() and tuned.weights_sha256 == result.weights_sha256
+    assert all(tag in {t.name for t in p.tags} for p in predictions)  # now given where the user wanted it
