@@ -66,7 +66,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [ConfigError, DatabaseError, DecodeError, LibraryError, TaggerError]
     for module, name in (("phototag.query", "QueryError"), ("phototag.tagging.weights", "CheckpointError"),
-                         ("phototag.plugins", "PluginError"), ("phototag.export", "ExportError")):
+                         ("phototag.plugins", "PluginError"), ("phototag.export", "ExportError"),
+                         ("phototag.search", "SearchError")):
         try:
             errors.append(getattr(importlib.import_module(module), name))
         except (ImportError, AttributeError):

@@ -116,6 +116,7 @@ class PhotoTag(Base):
     __table_args__ = (
         UniqueConstraint("photo_id", "tag_id", "source", name="uq_photo_tag_source"),
         Index("ix_photo_tags_tag_score", "tag_id", "score"),
+        Index("ix_photo_tags_tag_photo", "tag_id", "photo_id"),  # revision 0003
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -146,7 +147,10 @@ class Embedding(Base):
     """One current embedding per photo and model (float32 little-endian blob)."""
 
     __tablename__ = "embeddings"
-    __table_args__ = (UniqueConstraint("photo_id", "model_id", name="uq_embedding_photo_model"),)
+    __table_args__ = (
+        UniqueConstraint("photo_id", "model_id", name="uq_embedding_photo_model"),
+        Index("ix_embeddings_model_created", "model_id", "created_at"),  # revision 0003
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), index=True)
