@@ -326,8 +326,7 @@ def _finetune_ram(library, tagger, base_name, *, epochs, name, held_out, device,
     feats = head.features(settings, reviewed, device, progress)
     reviewed = [it for it in reviewed if it.sha256 in feats]
     train, held = split_held_out(reviewed, held_out)
-    base_model = head.model.float().to(device) if device != "cpu" else head.model.float()
-    before = head.agreement(base_model, held, feats, device)
+    before = head.agreement(head.head_view(device), held, feats, device)
     trained, losses = head.train(train, feats, epochs, device, lr)
     after = head.agreement(trained, held, feats, device)
     result = FinetuneResult(

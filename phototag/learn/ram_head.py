@@ -76,16 +76,31 @@ class RamHead:
                 for it in items if it.sha256 in cache}
 
     # ---- the head on a subset of classes ----------------------------------------------------------
+    def head_view(self, device: str):
+        """A copy of just the head (trainable modules copied, frozen label embeddings shared, float32):
+        the backbone is not copied, so training a full-size RAM++ needs little memory."""
+        import torch
+
+        from phototag.tagging.models.ram import RAMPlus
+
+        view = torch.nn.Module()
+        for name in HEAD_MODULES:
+            setattr(view, name, copy.deepcopy(getattr(self.model, name)).float().to(device))
+        view.label_embed = self.model.label_embed.detach().float().to(device)
+        view.plus = isinstance(self.model, RAMPlus)
+        if view.plus:
+            view.reweight_scale = self.model.reweight_scale.detach().float().to(device)
+        view.num_classes = self.model.arch.num_classes
+        return view
+
     @staticmethod
     def subset_logits(model, embeds, classes):
         """Logits ``[B, k]`` of ``classes`` only (exact: label queries do not attend to each other)."""
         import torch.nn.functional as F
 
-        from phototag.tagging.models.ram import RAMPlus
-
         b = embeds.shape[0]
-        if isinstance(model, RAMPlus):
-            per_class = model.label_embed.shape[0] // model.arch.num_classes
+        if model.plus:
+            per_class = model.label_embed.shape[0] // model.num_classes
             table = model.label_embed.view(-1, per_class, model.label_embed.shape[1])[classes]  # k, D, 512
             cls = embeds[:, 0]
             cls = cls / cls.norm(dim=-1, keepdim=True)
@@ -96,18 +111,20 @@ class RamHead:
             q = F.relu(model.wordvec_proj(model.label_embed[classes])).unsqueeze(0).expand(b, -1, -1)
         return model.fc(model.tagging_head.tag_queries(q, embeds)).squeeze(-1)
 
-    def head_state(self, model) -> dict:
-        return {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()
+    def head_state(self, view) -> dict:
+        return {k: v.detach().float().cpu().contiguous() for k, v in view.state_dict().items()
                 if k.split(".", 1)[0] in HEAD_MODULES}
 
-    def given(self, model, feats: np.ndarray, device: str) -> list[set[str]]:
+    def given(self, view, feats: np.ndarray, device: str) -> list[set[str]]:
         import torch
 
         out = []
+        all_classes = torch.arange(len(self.vocabulary), device=device)
         with torch.inference_mode():
             for start in range(0, len(feats), 8):
                 x = torch.from_numpy(feats[start:start + 8]).to(device)
-                logits = model.logits_from_embeds(x).float().cpu().numpy()
+                logits = torch.cat([self.subset_logits(view, x, all_classes[c:c + 512])
+                                    for c in range(0, len(all_classes), 512)], dim=1).float().cpu().numpy()
                 for row in logits:
                     out.append({self.vocabulary[i] for i in np.flatnonzero(row > self.bars)})
         return out
@@ -128,11 +145,11 @@ class RamHead:
 
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
-        student = copy.deepcopy(self.model).float().to(device)
-        teacher = copy.deepcopy(self.model).float().to(device).eval()
-        for name, p in student.named_parameters():
-            p.requires_grad_(name.split(".", 1)[0] in HEAD_MODULES)
-        params = [p for p in student.parameters() if p.requires_grad]
+        student = self.head_view(device)
+        teacher = self.head_view(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        params = list(student.parameters())
         opt = torch.optim.Adam(params, lr=lr)
         index = {n: i for i, n in enumerate(self.vocabulary)}
         labels = []

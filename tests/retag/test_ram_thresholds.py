@@ -120,3 +120,19 @@ def test_finetune_ram_plus_head_learns_the_users_tag(scanned, tiny_ram_plus, tmp
     after = np.array([p.scores[i] for p in predictions])
     assert (after > before).all() and tuned.weights_sha256 == result.weights_sha256
     assert all(tag in {t.name for t in p.tags} for p in predictions)  # now given where the user wanted it
+
+
+def test_subset_logits_equal_the_full_head(tiny_ram_plus):
+    """Training evaluates only some classes: their logits must be exactly the full model's."""
+    import skimage.data
+
+    from phototag.learn.ram_head import RamHead
+
+    head = RamHead(tiny_ram_plus)
+    x = torch.stack([tiny_ram_plus.prepare(Image.fromarray(skimage.data.chelsea()))])
+    with torch.inference_mode():
+        embeds = head.model.image_embeds(x).float()
+        full = head.model.logits_from_embeds(embeds)
+        classes = torch.tensor([3, 7, 41])
+        part = head.subset_logits(head.head_view("cpu"), embeds, classes)
+    torch.testing.assert_close(part, full[:, classes], rtol=1e-4, atol=1e-4)
