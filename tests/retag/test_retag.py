@@ -229,7 +229,7 @@ def test_kill_9_during_retag_then_resume_equals_an_uninterrupted_run(scanned, tm
             left = _queued(home)
         except Exception:  # the table is being created/locked: try again
             left = -1
-        if 0 < left < 12:
+        if 2 <= left <= 10:  # some done, enough left that it cannot finish before the signal lands
             proc.send_signal(signal.SIGKILL)
             killed_with = left
             break
