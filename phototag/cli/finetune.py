@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 def finetune(
     ctx: typer.Context,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to start from (default: the default model)."),
-    epochs: int = typer.Option(40, "--epochs", help="Passes over the corrected photos."),
+    epochs: int = typer.Option(100, "--epochs", help="Passes over the corrected photos."),
     name: Optional[str] = typer.Option(None, "--name", help="Name of the new version (default: <model>-ftN)."),
     held_out: float = typer.Option(0.3, help="Fraction of corrected photos kept aside to measure agreement."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto (default: the device setting)."),
