@@ -179,3 +179,23 @@ def test_service_install_writes_a_systemd_user_unit(tmp_path):
     again = subprocess.run([PY, "-m", "phototag", "--home", str(home), "service", "install", str(tmp_path)],
                            capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_sigterm_mid_batch_finishes_the_batch_and_leaves_nothing_claimed(tmp_path):
+    home, root, log = tmp_path / "home", tmp_path / "Pictures", tmp_path / "daemon.log"
+    for i in range(40):
+        write_photo(root / f"p{i:02d}.jpg", i)
+    proc = start_colour_daemon(home, root, 0.15, log)  # ~2.4 s per batch of 16
+    try:
+        wait_for(lambda: counts(home)[3] > 0, 60, interval=0.05, what="a batch in flight")
+        time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+    assert rc == 0, log.read_text()[-2000:]
+    tagged, work, queued, claimed = counts(home)
+    assert tagged > 0 and work == tagged  # the batch in progress was committed, once
+    assert claimed == 0  # nothing left half-claimed: a restart owes no photo an attempt
+    assert tagged + queued == 40
+    events = [json.loads(line).get("event") for line in log.read_text().splitlines() if line.startswith("{")]
+    assert "tagged" in events
