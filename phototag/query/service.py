@@ -54,7 +54,7 @@ def search_hits(
     if limit is not None and limit < 0:
         raise ValueError("limit must be >= 0")
     ensure_sqlite_functions(session)
-    q = q.resolve(session, dict(resolvers or {}))
+    q = q.resolve(session, dict(resolvers or {})).resolve_tags(session)
     ranked = q.ranked_terms
     scores = ranked[0].hits if ranked else None
     stmt = select(Photo.id).where(q.where()).order_by(*q.order_by())
