@@ -450,9 +450,9 @@ def load_finetuned_tagger(settings: Settings, name: str, version: dict | None = 
         raise TaggerError(f"{name}: {head_path} is missing")
     if version.get("base") == "pack":
         from phototag.learn.ram_head import finetuned_ram_tagger
-        from phototag.tagging.registry import get_tagger
+        from phototag.tagging.registry import get_base_tagger
 
-        inner = get_tagger(settings, version["base_pack"])
+        inner = get_base_tagger(settings, version["base_pack"])
         if inner.weights_sha256 != version["base_weights_sha256"]:
             raise TaggerError(f"{name} was fine-tuned from other weights of pack {version['base_pack']!r}")
         return finetuned_ram_tagger(inner, name, head_path, version)

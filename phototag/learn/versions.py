@@ -6,7 +6,7 @@ Layout in the library home::
     <home>/models/<version>/finetune.json       a fine-tuned model version (``phototag finetune``)
     <home>/models/<version>/head.safetensors    its tagging head
 
-:func:`load_model` is how re-tagging (and, once the registry routes through it, scan/watch) gets a
+:func:`load_model` is how every command (through ``registry.get_tagger``) gets a
 tagger by name: a fine-tuned version if one has that name, else the registry's tagger; then the
 user's thresholds, if any, are applied by :class:`ThresholdedTagger`.
 """
@@ -193,7 +193,7 @@ def load_base_tagger(settings: Settings, name: str | None) -> Tagger:
         from phototag.learn.finetune import load_finetuned_tagger
 
         return load_finetuned_tagger(settings, name, version)
-    return registry.get_tagger(settings, name)
+    return registry.get_base_tagger(settings, name)
 
 
 def load_model(settings: Settings, name: str | None = None) -> Tagger:

@@ -23,7 +23,16 @@ def _plugin_taggers(settings: Settings) -> dict[str, Tagger]:
 
 
 def get_tagger(settings: Settings, name: str | None = None) -> Tagger:
-    """The tagger called ``name`` (default: the configured default model)."""
+    """The tagger called ``name`` (default: the configured default model), as the user tuned it:
+    a fine-tuned version (``phototag finetune``) is loaded as such, and thresholds learned by
+    ``phototag calibrate --apply`` are applied."""
+    from phototag.learn.versions import load_model
+
+    return load_model(settings, name)
+
+
+def get_base_tagger(settings: Settings, name: str | None = None) -> Tagger:
+    """The built-in model, a model pack or a plugin's tagger, without user thresholds."""
     name = name or settings.default_model
     if name == BUILTIN:
         from phototag.tagging.builtin import BuiltinTagger
@@ -59,4 +68,10 @@ def list_taggers(settings: Settings) -> list[TaggerInfo]:
     for pack in list_packs(settings.models_dir):
         infos.append(TaggerInfo(pack.name, getattr(pack, "model_id", pack.name), "pack",
                                 getattr(pack, "description", ""), is_default=default == pack.name))
+    from phototag.learn.versions import list_versions
+
+    for version in list_versions(settings):
+        name = version.get("name", "")
+        infos.append(TaggerInfo(name, version.get("model_id", name), "finetuned",
+                                f"fine-tuned from {version.get('base', '?')}", is_default=default == name))
     return infos
