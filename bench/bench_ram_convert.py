@@ -66,8 +66,8 @@ MEASURE = textwrap.dedent("""
     status = open("/proc/self/status").read()
     fields = {l.split(":")[0]: int(l.split()[1]) * 1024 for l in status.splitlines()
               if l.startswith(("VmHWM", "RssAnon", "RssFile"))}
-    print(json.dumps({"step": step, "seconds": time.perf_counter() - t,
-                      "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    # VmHWM rather than ru_maxrss, which Linux carries across exec from the parent
+    print(json.dumps({"step": step, "seconds": time.perf_counter() - t, "peak_rss": fields["VmHWM"],
                       "rss_after_import_torch": base, **fields}))
 """)
 

@@ -41,13 +41,14 @@ MAKE_CHECKPOINT = textwrap.dedent("""
 """)
 
 ADD_MEASURED = textwrap.dedent("""
-    import json, resource, sys, time
+    import json, sys, time
     from phototag.tagging.packs import add_pack
     models, ckpt, tags, zh, th = sys.argv[1:6]
     t = time.perf_counter()
     info = add_pack(models, "ramp", ckpt, tags, zh, th)
-    print(json.dumps({"seconds": time.perf_counter() - t,
-                      "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so it would count pytest's own memory
+    status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+    print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss": int(status["VmHWM"].split()[0]) * 1024,
                       "kind": info.kind}))
 """)
 
@@ -86,6 +87,7 @@ def test_conversion_memory_stays_well_under_file_plus_model(home):
     _, stats = home
     model_bytes = 1_331_575_000
     assert stats["kind"] == "ram_plus"
+    # measured ~1.97 GB for the 3.03 GB file: 0.36 GB anonymous, the rest mapped (reclaimable) file pages
     assert stats["peak_rss"] < 0.6 * (stats["file_size"] + model_bytes)
     assert stats["weights_size"] < 1.34e9  # tagging tensors only, fp32
 
