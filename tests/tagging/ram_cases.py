@@ -1,6 +1,6 @@
 """Model configurations shared by the RAM tests, the golden-file recipe and the benchmark.
 
-``TINY`` mirrors what ``golden/make_ram_golden.md`` gave the official implementation: the real
+:func:`tiny_arch` mirrors what ``golden/RAM_OFFICIAL.md`` gave the official implementation: the real
 class counts (RAM++: 50 classes), Swin with embed 16 / depths 2-2-2-2 / heads 1-2-2-4 at 384 px
 (the real window 12, shift 6 and -100 masks) and BERTs of width 64 (4 heads, FFN 128, 2 layers).
 """
