@@ -163,7 +163,10 @@ def _(node: And) -> ColumnElement[bool]:
 #     ) AND <the group's other terms>
 #
 # SQLite walks the rarest tag's slice of the (tag_id, photo_id) index, probes the other tags
-# in the same index and reads a photo row only for photos that have every tag. Letting SQLite
+# in the same index and reads a photo row only for photos that have every tag. When only the
+# first page is wanted, in path order, and most photos match (``dog`` alone, ``dog , cat``),
+# resolve_tag_terms marks the terms ``drive=False``: each becomes a correlated EXISTS, and
+# SQLite walks the photos in path order and stops at the page's end. Letting SQLite
 # choose instead (one ``photos.id IN (…)`` per term) built a temporary table of a popular tag's
 # whole posting list: 0.1-2 s instead of ~1 ms at a million photos (bench/bench_search.py).
 
@@ -201,10 +204,11 @@ def _has_tag(node: TagTerm, photo_id: ColumnElement[Any]) -> ColumnElement[bool]
 def _tag_driven(node: And) -> ColumnElement[bool] | None:
     """The AND group driven by its rarest resolved tag term (None: it has none)."""
     positive = [(i, t) for i, item in enumerate(node.items) if (t := _resolved(item)) is not None]
-    if not positive:
-        return None
     if any(not t.tag_ids for _, t in positive):
         return false()  # a term that names no tag at all
+    positive = [(i, t) for i, t in positive if t.drive]
+    if not positive:
+        return None
     at, driver = min(positive, key=lambda p: (p[1].rows if p[1].rows is not None else float("inf"), p[0]))
     d = PhotoTag.__table__.alias()
     probes: list[ColumnElement[bool]] = []
@@ -243,6 +247,8 @@ def _(node: TagTerm) -> ColumnElement[bool]:
     if node.tag_ids is not None:
         if not node.tag_ids:
             return false()
+        if not node.drive:
+            return _has_tag(node, Photo.id)
         d = PhotoTag.__table__.alias()
         return _photos_with(select(d.c.photo_id).where(*_tag_rows(d, node)))
     named = select(Tag.id).where(or_(matcher_clause(node.matcher, Tag.name), matcher_clause(node.matcher, Tag.name_zh)))

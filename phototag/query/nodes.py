@@ -235,11 +235,13 @@ class TagTerm(Node):
     ``tree``: the tag or any of its descendants (``tag:animal/``). ``score``: the photo's score
     for that tag is in the range; a tag without a score (manual, imported) counts as 1.0.
 
-    ``tag_ids`` / ``rows`` are filled in by :func:`phototag.query.tags.resolve_tag_terms` (what
-    :func:`phototag.query.search` does before compiling): the ids of the tags the term names
-    (descendants included) and about how many photo_tags rows they have. The SQL face then needs
-    no name lookup and the rarest term of an AND group can drive; unresolved, it looks the names
-    up in SQL. Neither takes part in equality or the repr.
+    ``tag_ids`` / ``rows`` / ``drive`` are filled in by
+    :func:`phototag.query.tags.resolve_tag_terms` (what :func:`phototag.query.search` does
+    before compiling): the ids of the tags the term names (descendants included), about how many
+    photo_tags rows they have, and whether the term may drive its AND group (False: every photo
+    is probed, in result order, when the first page is dense). The SQL face then needs no name
+    lookup; unresolved, it looks the names up in SQL. None of them takes part in equality or the
+    repr.
     """
 
     matcher: Matcher
@@ -247,9 +249,10 @@ class TagTerm(Node):
     score: NumberRange | None = None
     tag_ids: frozenset[int] | None = field(default=None, compare=False, kw_only=True)
     rows: int | None = field(default=None, compare=False, kw_only=True)
+    drive: bool = field(default=True, compare=False, kw_only=True)
 
-    def resolved(self, tag_ids: frozenset[int], rows: int | None) -> "TagTerm":
-        return replace(self, tag_ids=frozenset(tag_ids), rows=rows)
+    def resolved(self, tag_ids: frozenset[int], rows: int | None, *, drive: bool = True) -> "TagTerm":
+        return replace(self, tag_ids=frozenset(tag_ids), rows=rows, drive=drive)
 
     def match(self, view: Any) -> bool:
         for tag in view_get(view, "tags", ()) or ():

@@ -106,13 +106,14 @@ class Query:
 
         return replace(self, expr=transform(self.expr, answer))
 
-    def resolve_tags(self, session: object) -> "Query":
+    def resolve_tags(self, session: object, *, first: int | None = None) -> "Query":
         """Look the tag terms' names up (ids, descendants, row estimates) so that the SQL face
-        needs no name lookup and the rarest tag of an AND group drives. Optional: an unresolved
-        query compiles too, only slower. See phototag.query.tags."""
+        needs no name lookup and the rarest tag of an AND group drives. ``first``: only that
+        many results will be read, in the default (path) order. Optional: an unresolved query
+        compiles too, only slower. See phototag.query.tags."""
         from phototag.query.tags import resolve_tag_terms
 
-        return replace(self, expr=resolve_tag_terms(self.expr, session))
+        return replace(self, expr=resolve_tag_terms(self.expr, session, first=first))
 
     def __repr__(self) -> str:
         sort = f", sort=[{' '.join(map(repr, self.sort))}]" if self.sort else ""

@@ -54,8 +54,10 @@ def search_hits(
     if limit is not None and limit < 0:
         raise ValueError("limit must be >= 0")
     ensure_sqlite_functions(session)
-    q = q.resolve(session, dict(resolvers or {})).resolve_tags(session)
+    q = q.resolve(session, dict(resolvers or {}))
     ranked = q.ranked_terms
+    # a first page in path order can be read by walking the photos when most of them match
+    q = q.resolve_tags(session, first=limit if not q.sort and not ranked else None)
     scores = ranked[0].hits if ranked else None
     stmt = select(Photo.id).where(q.where()).order_by(*q.order_by())
     if ranked and not q.sort:

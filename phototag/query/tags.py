@@ -28,7 +28,7 @@ from typing import Any, Iterable
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from phototag.query.nodes import And, Exact, Fold, Matcher, Node, TagTerm, fold, transform
+from phototag.query.nodes import And, Exact, Fold, Matcher, Node, Not, Or, StatusTerm, TagTerm, fold, transform
 
 #: rows counted per tag when estimating how rare it is: first at most COUNT_FIRST; only when every
 #: tag term of an AND group has that many, again up to COUNT_MORE, to tell popular from very
@@ -109,6 +109,7 @@ class TagCatalog:
 _lock = threading.Lock()
 _catalogs: dict[Any, TagCatalog] = {}  # database file (or connection) → catalog
 _INFO_KEY = "phototag.query.tag_catalog"
+_generation = 0  # bumped by forget_tag_catalogs(): connections' "nothing changed" notes expire
 
 
 def tag_catalog(session: Session) -> TagCatalog:
@@ -121,9 +122,9 @@ def tag_catalog(session: Session) -> TagCatalog:
     stamp = None
     if conn.dialect.name == "sqlite":
         version = conn.exec_driver_sql("PRAGMA data_version").scalar()
-        stamp = (version, getattr(fairy.dbapi_connection, "total_changes", None))
+        stamp = (_generation, version, getattr(fairy.dbapi_connection, "total_changes", None))
         seen = info.get(_INFO_KEY)
-        if seen is not None and seen[0] == stamp and stamp[1] is not None:
+        if seen is not None and seen[0] == stamp and stamp[2] is not None:
             return seen[1]  # nothing written by anyone since this connection last looked
         db_file = next((row[2] for row in conn.exec_driver_sql("PRAGMA database_list") if row[1] == "main"), "")
         key: Any = db_file or ("connection", id(fairy.dbapi_connection))
@@ -145,8 +146,12 @@ def tag_catalog(session: Session) -> TagCatalog:
     return catalog
 
 
-def resolve_tag_terms(expr: Node, session: Session) -> Node:
-    """``expr`` with every tag term carrying its tag ids and a row estimate (see TagTerm)."""
+def resolve_tag_terms(expr: Node, session: Session, *, first: int | None = None) -> Node:
+    """``expr`` with every tag term carrying its tag ids and a row estimate (see TagTerm).
+
+    ``first``: only that many results are wanted, in path order (the default order); when most
+    photos match, the terms are then marked not to drive (see :func:`prefer_scan`).
+    """
     if not any(isinstance(n, TagTerm) and n.tag_ids is None for n in expr.walk()):
         return expr
     catalog = tag_catalog(session)
@@ -165,19 +170,88 @@ def resolve_tag_terms(expr: Node, session: Session) -> Node:
         # the rarest term of a group is known unless every one of them reached COUNT_FIRST
         if not isinstance(node, And):
             return None
-        tags = [i for i in node.items if isinstance(i, TagTerm) and i.tag_ids is not None]
+        tags = [i for i in node.items if _is_resolved(i)]
         if len(tags) < 2 or any(t.rows is None or t.rows < COUNT_FIRST for t in tags):
             return None
-        return replace(node, items=tuple(
-            i.resolved(i.tag_ids, catalog.rows_estimate(session, i.tag_ids, COUNT_MORE))
-            if isinstance(i, TagTerm) and i.tag_ids is not None else i
-            for i in node.items
-        ))
+        return replace(node, items=tuple(_more(i, catalog, session) if _is_resolved(i) else i for i in node.items))
 
-    return transform(transform(expr, resolve), count_more)
+    expr = transform(transform(expr, resolve), count_more)
+    if first is not None and prefer_scan(expr, catalog, session, first):
+        expr = transform(expr, lambda n: replace(n, drive=False) if _is_resolved(n) else None)
+    return expr
+
+
+def _is_resolved(node: Node) -> bool:
+    return isinstance(node, TagTerm) and node.tag_ids is not None
+
+
+def _more(term: TagTerm, catalog: TagCatalog, session: Session) -> TagTerm:
+    if term.rows is not None and term.rows < COUNT_FIRST:
+        return term  # already exact
+    return term.resolved(term.tag_ids, catalog.rows_estimate(session, term.tag_ids, COUNT_MORE))
+
+
+def prefer_scan(expr: Node, catalog: TagCatalog, session: Session, first: int) -> bool:
+    """Whether walking the photos in path order beats driving by the rarest tag, for the first
+    ``first`` results of a query made only of (negated) tag terms and status tests.
+
+    Rough costs in index steps, tags taken as independent: driving reads the rarest tag's
+    rows, probing each, plus a photo row and a sort step per match; scanning reads
+    ``first / density`` photos, probing each. Scanning must win by 2x: its worst case (a
+    sparse answer) walks every photo. A first look uses the counts at hand (a tag counted
+    exactly below COUNT_FIRST bounds its group); only when that does not settle it are the
+    popular tags counted further.
+    """
+    groups = expr.items if isinstance(expr, Or) else (expr,)
+    split = []
+    for group in groups:
+        items = group.items if isinstance(group, And) else (group,)
+        positive = [i for i in items if _is_resolved(i)]
+        negative = [i.item for i in items if isinstance(i, Not) and _is_resolved(i.item)]
+        if not positive or len(positive) + len(negative) + sum(isinstance(i, StatusTerm) for i in items) < len(items):
+            return False  # only negations, or a test whose selectivity is unknown here
+        split.append((positive, negative))
+    n = session.execute(text("SELECT max(id) FROM photos")).scalar() or 0
+    if n <= 0 or first <= 0:
+        return False
+
+    def costs(refine: bool) -> tuple[float, float]:
+        density, drive_cost, probes = 0.0, 0.0, 0
+        for positive, negative in split:
+            if refine:
+                positive = [_more(t, catalog, session) for t in positive]
+                negative = [_more(t, catalog, session) for t in negative]
+            exact = [t.rows or 0 for t in positive if (t.rows or 0) < COUNT_FIRST]
+            terms = len(positive) + len(negative)
+            probes = max(probes, terms)
+            if not refine:
+                # at most as dense as its rarest counted tag, as costly as driving all of it
+                share = min(exact) / n if exact else 1.0
+                rarest = min(exact) if exact else n
+                density += share
+                drive_cost += rarest * terms + 4 * rarest
+                continue
+            share = 1.0
+            for t in positive:
+                share *= min(1.0, (t.rows or 0) / n)
+            for t in negative:
+                share *= max(0.0, 1.0 - (t.rows or 0) / n)
+            density += share
+            drive_cost += min(t.rows or 0 for t in positive) * terms + 4 * n * share
+        density = min(1.0, density)
+        scan_cost = (min(n, first / density) if density > 0 else n) * (2 + probes)
+        return scan_cost, drive_cost
+
+    scan_cost, drive_cost = costs(refine=False)  # the most a scan could gain
+    if 2 * scan_cost >= drive_cost:
+        return False
+    scan_cost, drive_cost = costs(refine=True)
+    return 2 * scan_cost < drive_cost
 
 
 def forget_tag_catalogs() -> None:
     """Drop every cached catalog (tests; a process that rewrote tags behind SQLite's back)."""
+    global _generation
     with _lock:
         _catalogs.clear()
+        _generation += 1

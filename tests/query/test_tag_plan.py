@@ -139,3 +139,47 @@ def test_every_way_of_naming_a_tag_resolves(tmp_path, text_):
                 search_ids(s, text_))))] == ["a.jpg"]
     finally:
         db.dispose()
+
+
+def test_a_dense_first_page_walks_the_photos_in_path_order(tmp_path):
+    photos = {f"p{i:03d}": ["common"] + (["rare"] if i in (7, 150) else []) + (["half"] if i % 2 else [])
+              for i in range(200)}
+    db = _library(tmp_path / "lib.db", photos)
+    try:
+        with db.session() as s:
+            def drives(text_: str, first: int | None) -> dict[str, bool]:
+                q = parse(text_, now=NOW).resolve_tags(s, first=first)
+                return {n.matcher.value: n.drive for n in q.expr.walk() if isinstance(n, TagTerm)}
+
+            assert drives("common", 5) == {"common": False}  # the first 5 photos will do
+            assert drives("common", None) == {"common": True}  # all of them: drive
+            assert drives("rare", 5) == {"rare": True}
+            assert drives("common rare", 5) == {"common": True, "rare": True}
+            assert drives("half , common", 5) == {"half": False, "common": False}
+            assert drives("common taken:2020", 5) == {"common": True}  # unknown selectivity
+            sql = str(parse("common ^half", now=NOW).resolve_tags(s, first=5).statement().compile(db.engine))
+            assert "IN (SELECT" not in sql and "NOT (EXISTS" in sql
+            everything = search_ids(s, "common")
+            assert len(everything) == 200
+            assert search_ids(s, "common", limit=5) == everything[:5]
+            assert search_ids(s, "common ^half", limit=3) == [i for i in everything if i not in set(search_ids(s, "half"))][:3]
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("plan", ["chosen", "scan", "drive"])
+def test_every_plan_gives_the_same_pages(library_db, monkeypatch, plan):
+    import phototag.query.tags as tags
+
+    if plan != "chosen":
+        monkeypatch.setattr(tags, "prefer_scan", lambda *args: plan == "scan")
+    rnd = random.Random(100)
+    with library_db.session() as s:
+        views = load_views(s)
+        for _ in range(200):
+            words = random_query(rnd)
+            query = parse(words, now=NOW)
+            whole = search_ids(s, query)
+            assert set(whole) == {pid for pid, v in views.items() if query.match(v)}, words
+            for k in (1, 3):
+                assert search_ids(s, query, limit=k) == whole[:k], words
