@@ -58,7 +58,8 @@ def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "ram_plus_swin_large_14m.pth"
     subprocess.run([sys.executable, "-c", MAKE_CHECKPOINT, str(MANIFESTS / "ram_plus_swin_l_384"), str(path),
                     str(GOLDEN_SEED)], check=True, cwd=REPO_ROOT)
-    return path
+    yield path
+    path.unlink()  # 3 GB: do not leave it in pytest's kept temp dirs
 
 
 @pytest.fixture(scope="module")
