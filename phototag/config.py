@@ -39,10 +39,13 @@ DEFAULTS: dict[str, Any] = {
         "max_pixels": 300_000_000,  # decompression-bomb guard
     },
     "watch": {
-        "stable_seconds": 3.0,
-        "batch_timeout": 1.0,
-        "reconcile_minutes": 60,
-        "polling": False,
+        "roots": [],  # folders `phototag watch` uses when none are given
+        "stable_seconds": 3.0,  # a file is tagged once its size/mtime were stable this long
+        "batch_timeout": 1.0,  # a partial batch goes to the model after this many seconds
+        "reconcile_minutes": 60,  # full pass over the roots to catch missed events
+        "polling": False,  # poll instead of inotify (automatic on network filesystems)
+        "poll_seconds": 10,
+        "delete_seconds": 1,  # a delete waits this long for a matching create (a move)
     },
     "retag": {"every": None, "window": None},
     "plugins": {"enabled": []},

@@ -12,6 +12,8 @@ from typing import Any
 import exifread
 
 log = logging.getLogger(__name__)
+# exifread logs a warning for every file without EXIF (each PNG, say): not news for a photo library
+logging.getLogger("exifread").setLevel(logging.ERROR)
 
 
 @dataclass
