@@ -111,6 +111,12 @@ def test_the_cached_tags_follow_the_database(tmp_path):
         con.close()
         with db.session() as s:
             assert search_ids(s, "dog") == [] and len(search_ids(s, "hound")) == 1
+        con = sqlite3.connect(db.path)
+        with con:  # same length, same count, same ids
+            con.execute("UPDATE tags SET name = 'hunds' WHERE name = 'hound'")
+        con.close()
+        with db.session() as s:
+            assert search_ids(s, "hound") == [] and len(search_ids(s, "hunds")) == 1
         # a tag added in this session counts before the commit, and is gone after a rollback
         s = db.sessionmaker()
         try:
