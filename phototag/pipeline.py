@@ -253,6 +253,22 @@ class Pipeline:
 
         producer = threading.Thread(target=produce, name="phototag-discover", daemon=True)
         producer.start()
+        # The writer commits batch n while the model works on batch n+1 (at most two batches wait).
+        writes: queue.Queue[tuple[list[_Decoded], list[_Decoded], list] | None] = queue.Queue(maxsize=2)
+        writer_error: list[BaseException] = []
+
+        def write() -> None:
+            while (entry := writes.get()) is not None:
+                if writer_error:
+                    continue  # a batch failed to commit: drop the rest (their queue rows stay)
+                try:
+                    self._persist(*entry, report)
+                except BaseException as exc:  # surfaced in the consumer
+                    writer_error.append(exc)
+                    self.stop_event.set()
+
+        writer = threading.Thread(target=write, name="phototag-writer", daemon=True)
+        writer.start()
         batch: list[_Decoded] = []
         batch_started = 0.0
         done = False
@@ -273,8 +289,10 @@ class Pipeline:
                         batch_started = time.monotonic()
                     batch.append(item)
                 if batch and (done or item == "flush" or len(batch) >= self.batch_size):
-                    self._run_batch(batch, report)
+                    writes.put((batch, *self._infer(batch, report)))
                     batch = []
+                if writer_error:
+                    raise writer_error[0]
         except BaseException:
             # the consumer failed (e.g. the model raised): tell the producer to stop, and unblock it if it
             # waits for a slot, so that the join below returns (stop_event stays set: this run is over)
@@ -283,24 +301,33 @@ class Pipeline:
                 slots.release()
             raise
         finally:
+            writes.put(None)
+            writer.join()
             producer.join()
             if self._run_id is not None:
                 with self.library.session() as session:
                     self.library.finish_model_run(session, self._run_id)
                 self._run_id = None
+        if writer_error:
+            raise writer_error[0]
         if producer_error:
             raise producer_error[0]
         report.seconds = report.seconds or (time.perf_counter() - started)
         return report
 
-    def _run_batch(self, batch: list[_Decoded], report: Report) -> None:
-        lib = self.library
+    def _infer(self, batch: list[_Decoded], report: Report) -> tuple[list[_Decoded], list]:
+        """Run the model on the decodable photos of ``batch`` (in the calling thread)."""
         good = [d for d in batch if d.error is None]
-        predictions = []
+        predictions: list = []
         if good:
             t0 = time.perf_counter()
             predictions = self.tagger.predict([d.prepared for d in good])
             report.model_seconds += time.perf_counter() - t0
+        return good, predictions
+
+    def _persist(self, batch: list[_Decoded], good: list[_Decoded], predictions: list, report: Report) -> None:
+        """Store one batch in one transaction (in the writer thread), then run the after-commit hooks."""
+        lib = self.library
         committed: list[int] = []
         with lib.session() as session:
             if self._run_id is None and good:

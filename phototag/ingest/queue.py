@@ -4,7 +4,7 @@ Exactly-once, crash or not, rests on three rules:
 
 * a path is **enqueued** (committed) before anything else happens to it, so a kill never loses it;
 * the pipeline deletes a photo's queue row **in the transaction that stores its tags**
-  (:meth:`phototag.pipeline.Pipeline._run_batch`), so a kill either keeps both or neither;
+  (:meth:`phototag.pipeline.Pipeline._persist`), so a kill either keeps both or neither;
 * a claimed row is classified again before the model sees it (unchanged → dropped), so an item that
   is processed twice for any reason costs a hash, never a second model run.
 
