@@ -240,8 +240,16 @@ class Watcher:
                 self.pipeline.stop_event = threading.Event()
                 if self.stop_event.is_set():
                     break
+                jobs = self._jobs()
                 try:
-                    self.pipeline.process(self._jobs(), self.report)
+                    self.pipeline.process(jobs, self.report)
+                    # stopped: every job the pipeline took was committed. One handed over just as the
+                    # stop came was dropped by it unprocessed: its row stays queued, uncharged
+                    jobs.close()
+                    with self._in_flight_lock:
+                        dropped = list(self._in_flight)
+                        self._in_flight.clear()
+                    self._unclaim_paths(dropped)
                 except TaggerError:
                     # the model cannot be loaded at all: no photo is to blame, so none is charged an attempt
                     with self._in_flight_lock:
@@ -257,12 +265,17 @@ class Watcher:
                         self._in_flight.clear()
                     self.queue.note_failure(failed, f"{type(exc).__name__}: {exc}")
                     self.stop_event.wait(self.retry_seconds)
+                finally:
+                    jobs.close()  # rows it claimed but never handed over are uncharged
         finally:
             self.stop_event.set()
             self._wakeup.set()
             self._events.put(None)
             if event_thread.is_alive():
                 event_thread.join(timeout=30)
+            if self._pending:  # not enqueued: the next start's catch-up pass finds them on disk
+                log.info("%d files were still settling (waiting to be stable): the next start picks them up",
+                         len(self._pending), extra={"event": "unsettled", "count": len(self._pending)})
             self._stop_observers()
             self._publish_state(stopped=True)
         return self.stats
@@ -747,19 +760,24 @@ class Watcher:
                         break
                 self._wakeup.clear()
                 continue
-            for n, item in enumerate(items):
-                if self._stopping():
-                    self._unclaim(items[n:])
-                    return
-                job = self._prepare(item, report)
-                if job is None:
-                    continue
-                with self._in_flight_lock:
-                    in_flight[str(item.path)] = item.enqueued_at
-                yield job
-                if item.isolated:  # suspected poison: alone in its batch, and wait for its outcome
-                    while not self._stopping() and self.queue.still_queued({str(item.path): item.enqueued_at}):
-                        self.stop_event.wait(0.2)
+            waiting = list(items)  # claimed, not yet settled or handed over
+            try:
+                while waiting:
+                    if self._stopping():
+                        return
+                    item = waiting.pop(0)
+                    job = self._prepare(item, report)
+                    if job is None:
+                        continue
+                    with self._in_flight_lock:
+                        in_flight[str(item.path)] = item.enqueued_at
+                    yield job
+                    if item.isolated:  # suspected poison: alone in its batch, and wait for its outcome
+                        while not self._stopping() and self.queue.still_queued({str(item.path): item.enqueued_at}):
+                            self.stop_event.wait(0.2)
+            finally:  # stopping, or closed by run() (the pipeline stopped pulling): give the rest back
+                if waiting:
+                    self._unclaim(waiting)
 
     def _unclaim_paths(self, paths: list[str]) -> None:
         if paths:
@@ -798,12 +816,17 @@ class Watcher:
             self._done(item)  # vanished (its delete event marks it missing) or not a photo
             return None
         found = FoundFile(item.path, root.path, st.st_size, st.st_mtime)
-        before = (report.failed, report.moved)
+        before = (report.failed, report.moved, report.unchanged)
         jobs = list(self.pipeline._classify([found], report))  # the scan's rules: unchanged / moved / hash
         if jobs:
             job = jobs[0]
             job.queued_at = item.enqueued_at
             return job
+        if (report.failed, report.moved, report.unchanged) == before:
+            # _classify settled nothing: it saw the stop (SIGTERM) before looking at the file. The row is
+            # not done; deleting it here would lose the photo. It stays queued, uncharged.
+            self._unclaim([item])
+            return None
         if report.failed > before[0]:
             self.stats.failed += 1
             log.warning("cannot read %s: %s", path, report.errors[-1][1],

@@ -23,9 +23,14 @@ HERE = Path(__file__).resolve().parent
 PY = sys.executable
 
 
-def start_colour_daemon(home: Path, root: Path, delay: float, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([PY, str(HERE / "run_watcher.py"), str(home), str(root), "--delay", str(delay)],
+def start_colour_daemon(home: Path, root: Path, delay: float, log: Path, stable: float = 0.5) -> subprocess.Popen:
+    return subprocess.Popen([PY, str(HERE / "run_watcher.py"), str(home), str(root), "--delay", str(delay),
+                             "--stable", str(stable)],
                             stdout=subprocess.DEVNULL, stderr=open(log, "ab"))
+
+
+def log_events(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
 
 def counts(home: Path) -> tuple[int, int, int, int]:
@@ -182,10 +187,16 @@ def test_service_install_writes_a_systemd_user_unit(tmp_path):
 
 
 def test_sigterm_mid_batch_finishes_the_batch_and_leaves_nothing_claimed(tmp_path):
+    """SIGTERM while a batch is tagged: the batch is committed once, nothing stays charged a claim, and
+    every file the watcher knew of is tagged, still queued, or — if it was still waiting to be stable —
+    said so in the log and tagged by the next start's catch-up pass. Nothing is lost, nothing doubled."""
     home, root, log = tmp_path / "home", tmp_path / "Pictures", tmp_path / "daemon.log"
-    for i in range(40):
-        write_photo(root / f"p{i:02d}.jpg", i)
-    proc = start_colour_daemon(home, root, 0.15, log)  # ~2.4 s per batch of 16
+    n = 40
+    old = time.time() - 3600
+    for i in range(n - 1):  # long stable: the catch-up pass enqueues them at once
+        os.utime(write_photo(root / f"p{i:02d}.jpg", i), (old, old))
+    write_photo(root / f"p{n - 1:02d}.jpg", n - 1)  # just written: still settling when SIGTERM comes
+    proc = start_colour_daemon(home, root, 0.15, log, stable=120)  # ~2.4 s per batch of 16
     try:
         wait_for(lambda: counts(home)[3] > 0, 60, interval=0.05, what="a batch in flight")
         time.sleep(0.3)
@@ -196,6 +207,18 @@ def test_sigterm_mid_batch_finishes_the_batch_and_leaves_nothing_claimed(tmp_pat
     tagged, work, queued, claimed = counts(home)
     assert tagged > 0 and work == tagged  # the batch in progress was committed, once
     assert claimed == 0  # nothing left half-claimed: a restart owes no photo an attempt
-    assert tagged + queued == 40
-    events = [json.loads(line).get("event") for line in log.read_text().splitlines() if line.startswith("{")]
-    assert "tagged" in events
+    events = log_events(log)
+    assert "tagged" in {e.get("event") for e in events}
+    unsettled = sum(e["count"] for e in events if e.get("event") == "unsettled")
+    assert unsettled == 1  # the fresh file: known to the watcher, not stable yet, not enqueued
+    assert tagged + queued == n - unsettled  # every enqueued file is tagged or still queued
+
+    proc = start_colour_daemon(home, root, 0.0, log)  # its catch-up pass finds the unsettled file
+    try:
+        wait_for(lambda: (c := counts(home))[0] == n and c[2] == 0, 60, interval=0.2, what="all tagged")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+    assert rc == 0, log.read_text()[-2000:]
+    tagged, work, queued, claimed = counts(home)
+    assert (tagged, work, queued, claimed) == (n, n, 0, 0)  # each photo tagged exactly once

@@ -345,3 +345,41 @@ def test_a_model_that_cannot_load_stops_the_watcher_and_blames_no_photo(library,
         rows = s.execute(select(WorkItem.path, WorkItem.attempts)).all()
     assert [(r.path, r.attempts) for r in rows] == [(str(root / "p.jpg"), 0)]  # still queued, not charged
     assert photo_row(library, root / "p.jpg") is None
+
+
+@pytest.mark.parametrize("moment", ["before_prepare", "after_prepare"])
+def test_stop_while_a_claimed_row_is_prepared_loses_and_charges_nothing(library, tagger, root, moment):
+    """SIGTERM can land while the job stream classifies a claimed row (hashing it) or just after it
+    handed the job over: the row must be tagged or stay queued, and no row may stay charged a claim."""
+    from sqlalchemy import func, select
+
+    from phototag.db.models import WorkItem
+    from phototag.ingest.watch import Watcher
+
+    class StopsMidClaim(Watcher):
+        prepared = 0
+
+        def _prepare(self, item, report):
+            self.prepared += 1
+            if self.prepared == 5 and moment == "before_prepare":
+                self.stop()  # what the SIGTERM handler does, at this instant
+            job = super()._prepare(item, report)
+            if self.prepared == 5 and moment == "after_prepare":
+                self.stop()
+            return job
+
+    n = 20
+    old = time.time() - 3600
+    for i in range(n):  # there before the start and long stable: the catch-up pass enqueues them all
+        os.utime(write_photo(root / f"p{i:02d}.jpg", i), (old, old))
+    watcher = StopsMidClaim(library, tagger, [root], stable_seconds=0.5, batch_timeout=0.2, decode_workers=2)
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "watcher did not stop"
+    with library.session() as s:
+        claimed = s.scalar(select(func.count()).select_from(WorkItem).where(WorkItem.attempts > 0))
+    tagged, queued = tagged_count(library), queue_length(library)
+    assert watcher.prepared >= 5
+    assert (tagged + queued, claimed) == (n, 0), (tagged, queued, claimed)
+    assert model_work(library) == tagged
