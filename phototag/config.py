@@ -47,7 +47,11 @@ DEFAULTS: dict[str, Any] = {
         "poll_seconds": 10,
         "delete_seconds": 1,  # a delete waits this long for a matching create (a move)
     },
-    "retag": {"every": None, "window": None},
+    "retag": {
+        "every": None,  # re-tag photos whose tags are older than this ("30d"); None = only on model change
+        "window": None,  # local-time window for background re-tags ("01:00-06:00"); None = any time
+        "check_seconds": 60,  # how often `watch` looks for photos due a re-tag
+    },
     "plugins": {"enabled": []},
 }
 
