@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 log = logging.getLogger(__name__)
+# Exiv2 warns about every camera's quirky maker notes while phototag only reads keywords: keep
+# its errors, not its warnings, on the user's terminal.
+logging.getLogger("exiv2").setLevel(logging.ERROR)
 
 PHOTOTAG_NS = "http://ns.phototag.invalid/xmp/1.0/"
 PHOTOTAG_PREFIX = "phototag"
