@@ -34,7 +34,9 @@ def watch(
     ctx: typer.Context,
     roots: Optional[List[Path]] = typer.Argument(
         None, help="Folders to watch (default: the setting watch.roots).", show_default=False),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to tag with (default: the configured default)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Model to tag with (default: the configured default, followed when it "
+        "changes; with --model there is no background re-tagging unless it is the default)."),
     polling: Optional[bool] = typer.Option(
         None, "--polling/--no-polling", help="Poll the folders instead of inotify (network drives; default: "
         "setting watch.polling; network filesystems and inotify limits switch to polling by themselves).",
@@ -53,7 +55,8 @@ def watch(
     disappears as a whole (an unmounted drive) is paused, not marked missing. A reconcile pass at
     start and every watch.reconcile_minutes catches anything the events missed. The work queue lives
     in the library database: after a crash or kill, a restart tags every photo exactly once.
-    SIGTERM/SIGINT finish the batch in progress and exit.
+    In the background (retag.window, at low priority) photos are re-tagged when default_model
+    changes or retag.every says so. SIGTERM/SIGINT finish the batch in progress and exit.
     """
     try:
         _watch(ctx, roots, model, polling, stable_seconds, batch_size, workers, log_format)
@@ -90,6 +93,7 @@ def _watch(ctx, roots, model, polling, stable_seconds, batch_size, workers, log_
             lib, tagger, roots, polling=polling, stable_seconds=stable_seconds, batch_size=batch_size or None,
             decode_workers=workers or None, stop_event=stop, on_commit=_after_commit_hook(lib),
             on_state=lambda state: write_state(settings.home, state),
+            follow_default_model=model is None,  # --model pins the model; else a new default is followed
         )
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:

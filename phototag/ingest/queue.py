@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Iterable
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 
 from phototag.db.models import WorkItem, utcnow
 from phototag.library import Library
@@ -113,12 +113,17 @@ class WorkQueue:
         """Up to ``limit`` rows in priority, then FIFO, order; ``attempts`` is incremented (committed).
 
         ``skip``: paths with a claim still in flight in this process: never two jobs for one file at
-        once (a row enqueued again meanwhile is claimed after the first job is done). Rows that already failed :data:`ISOLATE_AFTER` times come first and
-        alone (a one-item list), so that a poison file only hurts itself."""
+        once (a row enqueued again meanwhile is claimed after the first job is done). Rows that already
+        failed :data:`ISOLATE_AFTER` times come first and alone (a one-item list), so that a poison file
+        only hurts itself. Re-tag rows with a ``model_name`` (``phototag retag --model X``) are never
+        claimed: that command drains them itself."""
         skip = set(skip)
+        # a re-tag row naming a model belongs to a running `phototag retag --model X`: it drains its own
+        # rows (tagging them with the daemon's model instead would undo what the user asked for)
+        ours = or_(WorkItem.reason != "retag", WorkItem.model_name.is_(None))
         with self.library.session() as session:
             suspect = session.scalars(
-                select(WorkItem).where(WorkItem.attempts >= ISOLATE_AFTER).order_by(WorkItem.priority.desc(), WorkItem.id)
+                select(WorkItem).where(ours, WorkItem.attempts >= ISOLATE_AFTER).order_by(WorkItem.priority.desc(), WorkItem.id)
                 .limit(len(skip) + 1)
             ).all()
             suspect = [r for r in suspect if r.path not in skip][:1]
@@ -126,7 +131,8 @@ class WorkQueue:
                 rows = suspect
             else:
                 rows = session.scalars(
-                    select(WorkItem).order_by(WorkItem.priority.desc(), WorkItem.id).limit(limit + len(skip))
+                    select(WorkItem).where(ours).order_by(WorkItem.priority.desc(), WorkItem.id)
+                    .limit(limit + len(skip))
                 ).all()
                 rows = [r for r in rows if r.path not in skip][:limit]
             if not rows:

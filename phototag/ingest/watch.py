@@ -16,10 +16,18 @@ Threads (all in one process, one library database):
 
 On start a reconcile pass enqueues whatever changed while the daemon was off, and rows left in the
 queue by a crash are simply claimed again: nothing is lost, nothing is tagged twice.
+
+**Background re-tagging** (:meth:`Watcher._retag_housekeeping`, in the event thread every
+``retag.check_seconds``): ``config.toml`` is read again; when ``default_model`` changed the tagger is
+rebuilt (:func:`phototag.learn.versions.load_model`) and handed to the calling thread between two
+pipeline runs; then :func:`phototag.retag.schedule_background_retag` queues the photos that are due
+(``reason="retag"``, lowest priority). A ``retag`` row reaches the model even when its file is
+unchanged; one naming a model (``phototag retag --model X``) is left to that command.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import json
 import logging
@@ -47,6 +55,7 @@ from watchdog.events import (
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
+from phototag.config import ConfigError, Settings, load_settings
 from phototag.db.models import Photo, PhotoStatus, WorkItem, utcnow
 from phototag.ingest.queue import PRIORITY_CATCH_UP, PRIORITY_NEW, QueuedItem, WorkQueue
 from phototag.ingest.walk import FoundFile, is_ignored_name, is_skipped_dir, iter_photo_files
@@ -72,6 +81,7 @@ WATCHED_EVENTS = [
 ROOT_CHECK_SECONDS = 2.0
 DELETE_DELAY_SECONDS = 1.0  # a delete waits this long: an unmount or `rm -rf root` must not mark missing
 IDLE_CLAIM_SECONDS = 30.0  # the consumer re-reads the queue at least this often when idle
+RETAG_CHECK_SECONDS = 60.0  # default of retag.check_seconds: config re-read + background re-tag check
 
 
 class WatchError(Exception):
@@ -181,6 +191,9 @@ class Watcher:
         stop_event: threading.Event | None = None,
         on_commit: Callable[[list[int]], None] | None = None,
         on_state: Callable[[dict], None] | None = None,
+        follow_default_model: bool = True,
+        retag_check_seconds: float | None = None,
+        load_tagger: Callable[[Settings], Tagger] | None = None,
     ):
         settings = library.settings
         self.library = library
@@ -197,6 +210,11 @@ class Watcher:
         self.reconcile_seconds = 60.0 * setting(reconcile_minutes, "watch.reconcile_minutes", 60)
         self.poll_seconds = setting(poll_seconds, "watch.poll_seconds", 10.0)
         self.delete_delay = setting(None, "watch.delete_seconds", DELETE_DELAY_SECONDS)
+        #: re-read config.toml and look for photos due for re-tagging this often (0: never)
+        self.retag_check_seconds = setting(retag_check_seconds, "retag.check_seconds", RETAG_CHECK_SECONDS)
+        #: rebuild the tagger when ``default_model`` changes (False for ``phototag watch --model X``)
+        self.follow_default_model = follow_default_model
+        self._load_tagger = load_tagger
         self.force_polling = bool(settings.get("watch.polling") if polling is None else polling)
         self.extensions = {e.lower() for e in settings.get("scan.extensions") or []}
         self.follow_symlinks = bool(settings.get("scan.follow_symlinks"))
@@ -207,6 +225,7 @@ class Watcher:
         self.stats = WatchStats()
         self._user_on_commit = on_commit
         self.report = Report()  # the pipeline's running totals; errors are logged and dropped as they come
+        self._batch_size_arg = batch_size
         self.pipeline = Pipeline(
             library, tagger, batch_size=batch_size, decode_workers=decode_workers,
             batch_timeout=self.batch_timeout, on_commit=self._committed,
@@ -225,6 +244,11 @@ class Watcher:
         self._last_reconcile = 0.0
         self._next_root_check = 0.0
         self.retry_seconds = 2.0  # pause after the model failed on a batch
+        self._next_retag_check = 0.0  # monotonic; the first check runs right after the catch-up pass
+        self._settings = settings  # config.toml as last read (re-read every retag_check_seconds)
+        self._model_loaded_for = settings.default_model  # the default model name the tagger was built for
+        self._next_tagger: Tagger | None = None  # built by the event thread, swapped in by run()
+        self._logged: set[str] = set()  # messages logged once (bad retag settings, a model that won't load)
         self.ready = threading.Event()  # set once watches are in place and the catch-up pass is queued
 
     # ---- public ---------------------------------------------------------------------------
@@ -236,6 +260,7 @@ class Watcher:
             self._publish_state()
             event_thread.start()
             while not self.stop_event.is_set():
+                self._swap_tagger()
                 # the pipeline's own stop event: set by us to stop, or by the pipeline when a batch failed
                 self.pipeline.stop_event = threading.Event()
                 if self.stop_event.is_set():
@@ -273,6 +298,9 @@ class Watcher:
             self._events.put(None)
             if event_thread.is_alive():
                 event_thread.join(timeout=30)
+            pending_tagger, self._next_tagger = self._next_tagger, None
+            if pending_tagger is not None:
+                pending_tagger.close()
             if self._pending:  # not enqueued: the next start's catch-up pass finds them on disk
                 log.info("%d files were still settling (waiting to be stable): the next start picks them up",
                          len(self._pending), extra={"event": "unsettled", "count": len(self._pending)})
@@ -461,8 +489,96 @@ class Watcher:
                         if not root.paused:
                             self.reconcile(root)
                     self._last_reconcile = time.monotonic()
+                self._retag_housekeeping(time.monotonic())
             except Exception:  # a database hiccup must not end the watch; the next pass retries
                 log.exception("watch housekeeping failed")
+
+    # ---- background re-tagging --------------------------------------------------------------
+    def _log_once(self, level: int, message: str, *args, **kwargs) -> None:
+        text = message % args if args else message
+        if text not in self._logged:
+            self._logged.add(text)
+            log.log(level, "%s", text, **kwargs)
+
+    def _reload_settings(self) -> Settings:
+        """config.toml read again (the daemon's own settings stay as they were at start, but the default
+        model and the [retag] table are followed); a file that does not parse keeps the last good one."""
+        try:
+            self._settings = load_settings(self.library.settings.home)
+        except ConfigError as exc:
+            self._log_once(logging.ERROR, "%s (keeping the settings read before)", exc,
+                           extra={"event": "config_error", "error": str(exc)})
+        return self._settings
+
+    def _retag_housekeeping(self, now: float) -> None:
+        """Every ``retag_check_seconds``: follow a new ``default_model``, then queue photos due for
+        re-tagging (:func:`phototag.retag.schedule_background_retag`). Runs in the event thread."""
+        if self.retag_check_seconds <= 0 or now < self._next_retag_check:
+            return
+        self._next_retag_check = now + self.retag_check_seconds
+        from phototag.retag import RetagError, schedule_background_retag
+
+        settings = self._reload_settings()
+        default = settings.default_model
+        if self.follow_default_model and default != self._model_loaded_for and self._next_tagger is None:
+            self._rebuild_tagger(settings)
+        if self._next_tagger is not None:
+            return  # queue re-tags once the new model is in place
+        tagger = self.tagger
+        if tagger.name != default:  # --model X, or the new default would not load: re-tagging would loop
+            self._log_once(logging.WARNING, "background re-tagging is off: this watcher tags with %s, "
+                           "the default model is %s", tagger.name, default, extra={"event": "retag_off"})
+            return
+        try:
+            queued = schedule_background_retag(self.library, settings, now=dt.datetime.now().astimezone(),
+                                               weights_sha256=tagger.weights_sha256)
+        except RetagError as exc:  # bad retag.every / retag.window: say so once, keep watching
+            self._log_once(logging.ERROR, "%s", exc, extra={"event": "retag_error", "error": str(exc)})
+            return
+        if queued:
+            log.info("queued %d photos for background re-tagging with %s", queued, tagger.name,
+                     extra={"event": "retag_queued", "count": queued, "model": tagger.name})
+            self._wakeup.set()
+
+    def _rebuild_tagger(self, settings: Settings) -> None:
+        """Build the tagger of the new default model; :meth:`run` swaps it in between two pipeline runs.
+        A model that does not load is logged (once) and tried again at the next check."""
+        from phototag.learn.versions import load_model
+
+        name = settings.default_model
+        try:
+            tagger = (self._load_tagger or load_model)(settings)
+        except Exception as exc:
+            self._log_once(logging.ERROR, "the new default model %s does not load (%s: %s); still tagging "
+                           "with %s", name, type(exc).__name__, exc, self.tagger.name,
+                           extra={"event": "model_error", "model": name, "error": str(exc)})
+            return
+        self._model_loaded_for = name
+        current = self.tagger
+        if (tagger.name, tagger.weights_sha256) == (current.name, current.weights_sha256):
+            tagger.close()  # e.g. changed and changed back: nothing to swap
+            return
+        log.info("default model is now %s: switching from %s", tagger.name, current.name,
+                 extra={"event": "model_changed", "model": tagger.name})
+        self._next_tagger = tagger
+        self._wakeup.set()  # the consumer ends its pipeline run; run() swaps the tagger
+
+    def _swap_tagger(self) -> None:
+        """In the calling thread, between two pipeline runs: use the tagger the event thread built."""
+        tagger, self._next_tagger = self._next_tagger, None
+        if tagger is None:
+            return
+        old, self.tagger = self.tagger, tagger
+        self.pipeline.tagger = tagger
+        settings = self.library.settings
+        self.pipeline.batch_size = (self._batch_size_arg or int(settings.get("batch_size") or 0)
+                                    or tagger.batch_size)
+        try:
+            old.close()
+        except Exception:  # pragma: no cover - releasing memory only
+            log.debug("closing the old tagger failed", exc_info=True)
+        self._next_retag_check = 0.0  # queue what the new model has to re-tag without waiting a minute
+        self._publish_state()
 
     def _on_event(self, event: FileSystemEvent) -> None:
         try:
@@ -746,7 +862,7 @@ class Watcher:
         with self._in_flight_lock:
             in_flight.clear()
         report = Report()
-        while not self._stopping():
+        while not self._stopping() and self._next_tagger is None:
             with self._in_flight_lock:
                 flying = list(in_flight)
             if flying:  # jobs whose rows are gone (done, or moved away) are not in flight any more
@@ -756,14 +872,14 @@ class Watcher:
             items = self.queue.claim(self.pipeline.batch_size, skip=skip)
             if not items:
                 for _ in range(int(IDLE_CLAIM_SECONDS)):
-                    if self._wakeup.wait(1.0) or self._stopping():
+                    if self._wakeup.wait(1.0) or self._stopping() or self._next_tagger is not None:
                         break
                 self._wakeup.clear()
                 continue
             waiting = list(items)  # claimed, not yet settled or handed over
             try:
                 while waiting:
-                    if self._stopping():
+                    if self._stopping() or self._next_tagger is not None:  # a new model: end this run
                         return
                     item = waiting.pop(0)
                     job = self._prepare(item, report)
@@ -794,6 +910,8 @@ class Watcher:
         """Turn a claimed row into a Job, or settle it here (gone, unchanged, moved, poison)."""
         path = str(item.path)
         root = self._root_of(path)
+        if item.reason == "retag" and root is None:
+            return self._prepare_retag_outside(item)
         if root is None:
             self.queue.forget([path])  # no longer under a watched root
             return None
@@ -815,6 +933,8 @@ class Watcher:
         if st is None or not is_file or not self._wanted(path, root):
             self._done(item)  # vanished (its delete event marks it missing) or not a photo
             return None
+        if item.reason == "retag":  # unchanged on purpose: the model (a new default) must see it again
+            return Job(item.path, root.path, "retag", queued_at=item.enqueued_at)
         found = FoundFile(item.path, root.path, st.st_size, st.st_mtime)
         before = (report.failed, report.moved, report.unchanged)
         jobs = list(self.pipeline._classify([found], report))  # the scan's rules: unchanged / moved / hash
@@ -836,6 +956,25 @@ class Watcher:
             log.info("%s: same content as a vanished photo: moved (tags kept)", path,
                      extra={"event": "moved", "path": path})
         self._done(item)
+        return None
+
+    def _prepare_retag_outside(self, item: QueuedItem) -> Job | None:
+        """A background re-tag of a library photo outside the watched roots (``phototag scan`` put it
+        there): re-tag it too. If its file cannot be reached (another drive, unmounted), the row stays
+        queued but is not claimed again by this process: dropping it would only have it queued again
+        at the next check."""
+        path = str(item.path)
+        with self.library.session() as session:
+            photo_root = session.scalar(select(Photo.root).where(Photo.path == path))
+        root = Path(photo_root) if photo_root else None
+        if item.attempts >= self.queue.max_attempts:
+            self.queue.give_up(item, root)
+            self.stats.failed += 1
+            return None
+        if os.path.isfile(path):
+            return Job(item.path, root, "retag", queued_at=item.enqueued_at)
+        self._unclaim([item])
+        self._paused_claims.add(path)
         return None
 
     def _done(self, item: QueuedItem) -> None:
