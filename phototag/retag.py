@@ -35,7 +35,6 @@ import json
 import logging
 import os
 import re
-import sqlite3
 import tempfile
 import threading
 import uuid
@@ -48,7 +47,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from phototag.config import Settings
-from phototag.db.engine import open_database
+from phototag.db.engine import copy_database, open_database
 from phototag.db.models import ModelRun, Photo, PhotoStatus, PhotoTag, Tag, TagSource, WorkItem, utcnow
 from phototag.library import Library, LibraryError
 
@@ -411,14 +410,7 @@ def dry_run_retag(
     settings = library.settings
     with tempfile.TemporaryDirectory(prefix="retag-dry-run-", dir=settings.home) as tmp:
         copy_path = Path(tmp) / "phototag.db"
-        src = sqlite3.connect(settings.db_path)
-        try:
-            dst = sqlite3.connect(copy_path)
-            with dst:
-                src.backup(dst)
-            dst.close()
-        finally:
-            src.close()
+        copy_database(settings.db_path, copy_path)
         shadow_settings = Settings(home=Path(tmp), data=settings.data)
         shadow = Library(shadow_settings, open_database(copy_path, upgrade=False))
         try:

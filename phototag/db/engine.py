@@ -47,6 +47,18 @@ def _on_connect(dbapi_conn: sqlite3.Connection, _record) -> None:
     install_sqlite_functions(dbapi_conn)
 
 
+def copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of a live SQLite file (SQLite's online backup API; WAL content included)."""
+    src = sqlite3.connect(source)
+    try:
+        dst = sqlite3.connect(target)
+        with dst:
+            src.backup(dst)
+        dst.close()
+    finally:
+        src.close()
+
+
 def make_engine(path: Path) -> Engine:
     engine = create_engine(f"sqlite:///{path}", future=True)
     event.listen(engine, "connect", _on_connect)
@@ -78,14 +90,7 @@ class Database:
         """Copy the database (consistent snapshot via SQLite's backup API) beside itself."""
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         target = self.path.with_name(f"{self.path.name}.{label}-{stamp}.bak")
-        src = sqlite3.connect(self.path)
-        try:
-            dst = sqlite3.connect(target)
-            with dst:
-                src.backup(dst)
-            dst.close()
-        finally:
-            src.close()
+        copy_database(self.path, target)
         return target
 
     def upgrade(self, revision: str = "head") -> Path | None:
