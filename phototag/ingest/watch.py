@@ -248,6 +248,7 @@ class Watcher:
         self._settings = settings  # config.toml as last read (re-read every retag_check_seconds)
         self._model_loaded_for = settings.default_model  # the default model name the tagger was built for
         self._next_tagger: Tagger | None = None  # built by the event thread, swapped in by run()
+        self._sha_cache: tuple[Tagger, str] | None = None
         self._logged: set[str] = set()  # messages logged once (bad retag settings, a model that won't load)
         self.ready = threading.Event()  # set once watches are in place and the catch-up pass is queued
 
@@ -531,7 +532,7 @@ class Watcher:
             return
         try:
             queued = schedule_background_retag(self.library, settings, now=dt.datetime.now().astimezone(),
-                                               weights_sha256=tagger.weights_sha256)
+                                               weights_sha256=self._weights_sha256(tagger))
         except RetagError as exc:  # bad retag.every / retag.window: say so once, keep watching
             self._log_once(logging.ERROR, "%s", exc, extra={"event": "retag_error", "error": str(exc)})
             return
@@ -539,6 +540,12 @@ class Watcher:
             log.info("queued %d photos for background re-tagging with %s", queued, tagger.name,
                      extra={"event": "retag_queued", "count": queued, "model": tagger.name})
             self._wakeup.set()
+
+    def _weights_sha256(self, tagger: Tagger) -> str:
+        """The tagger's weights hash, computed once per tagger (some hash their weights file on each call)."""
+        if self._sha_cache is None or self._sha_cache[0] is not tagger:
+            self._sha_cache = (tagger, tagger.weights_sha256)
+        return self._sha_cache[1]
 
     def _rebuild_tagger(self, settings: Settings) -> None:
         """Build the tagger of the new default model; :meth:`run` swaps it in between two pipeline runs.
@@ -555,7 +562,7 @@ class Watcher:
             return
         self._model_loaded_for = name
         current = self.tagger
-        if (tagger.name, tagger.weights_sha256) == (current.name, current.weights_sha256):
+        if (tagger.name, self._weights_sha256(tagger)) == (current.name, self._weights_sha256(current)):
             tagger.close()  # e.g. changed and changed back: nothing to swap
             return
         log.info("default model is now %s: switching from %s", tagger.name, current.name,
