@@ -52,7 +52,8 @@ MEASURE = textwrap.dedent("""
     step, args = sys.argv[1], sys.argv[2:]
     t = time.perf_counter()
     if step == "official_torch_load":
-        ckpt = torch.load(args[0], map_location="cpu", weights_only=False)
+        # the official loader passes no flag: torch >= 2.6 then means weights_only=True, still no mmap
+        ckpt = torch.load(args[0], map_location="cpu", weights_only=True)
         n = sum(v.numel() for v in ckpt["model"].values())
     elif step == "add_pack":
         from phototag.tagging.packs import add_pack
