@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from alembic.config import Config as AlembicConfig
+from alembic.util import CommandError
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
@@ -81,9 +82,21 @@ class Database:
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
+    def _known_revision(self, script: ScriptDirectory) -> str | None:
+        """The database's revision, or a clear error when this phototag does not know it."""
+        current = self.current_revision()
+        try:
+            script.get_revision(current)
+        except CommandError as exc:
+            raise DatabaseError(
+                f"{self.path} is at schema revision {current}, which this phototag does not know "
+                "(was it written by a newer phototag? upgrade phototag)"
+            ) from exc
+        return current
+
     def pending_revisions(self) -> list[str]:
         script = ScriptDirectory.from_config(_alembic_config())
-        current = self.current_revision()
+        current = self._known_revision(script)
         return [rev.revision for rev in script.iterate_revisions(script.get_current_head(), current)][::-1]
 
     def backup(self, label: str) -> Path:
@@ -96,8 +109,9 @@ class Database:
     def upgrade(self, revision: str = "head") -> Path | None:
         """Upgrade to ``revision``; back up first when the database already holds data.
 
-        Returns the backup path (None when nothing needed upgrading or the DB was new)."""
-        current = self.current_revision()
+        Returns the backup path (None when nothing needed upgrading or the DB was new). A revision
+        this phototag does not know raises :class:`DatabaseError` before any backup is written."""
+        current = self._known_revision(ScriptDirectory.from_config(_alembic_config()))
         if current == head_revision() and revision == "head":
             return None
         backup_path = self.backup(f"pre-{current}") if current is not None else None

@@ -69,3 +69,24 @@ def test_not_a_database_is_a_clear_error(tmp_path):
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(DatabaseError, match="cannot open library database"):
         open_database(path)
+
+
+def test_database_from_a_newer_phototag_is_refused_without_writing_a_backup(tmp_path):
+    import pytest
+
+    from phototag.db.engine import DatabaseError
+
+    path = tmp_path / "phototag.db"
+    open_database(path).dispose()
+    con = sqlite3.connect(path)
+    con.execute("UPDATE alembic_version SET version_num = '9999'")
+    con.commit()
+    con.close()
+    for _ in range(2):
+        with pytest.raises(DatabaseError, match="9999.*newer phototag"):
+            open_database(path)
+    db = open_database(path, upgrade=False)
+    with pytest.raises(DatabaseError, match="newer phototag"):
+        db.pending_revisions()
+    db.dispose()
+    assert list(tmp_path.glob("*.bak")) == []
