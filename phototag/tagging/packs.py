@@ -189,7 +189,7 @@ def add_pack(
 def read_pack(models_dir: Path | str, name: str) -> PackInfo:
     path = Path(models_dir) / name
     meta = path / PACK_FILE
-    if not meta.is_file():
+    if not _NAME.match(name) or not meta.is_file():  # a name like ../x never leaves models_dir
         raise PackError(f"no model pack called {name!r} in {models_dir}")
     try:
         data = json.loads(meta.read_text(encoding="utf-8"))

@@ -153,3 +153,17 @@ def test_pack_tagger_gives_the_official_tags_and_logits(home):
     assert " | ".join(t.name for t in pred.tags) == gold["tags"]
     assert [t.name_zh for t in pred.tags] == [z.strip() for z in gold["tags_zh"].split(" | ")]
     np.testing.assert_allclose(pred.embedding, emb, atol=1e-5)
+
+
+def test_a_pack_name_never_reads_outside_the_models_folder(tmp_path):
+    from phototag.tagging.packs import read_pack
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "pack.json").write_text("{}", encoding="utf-8")  # would read as "damaged" if it were opened
+    (tmp_path / "models").mkdir()
+    for name in ("../outside", str(outside)):
+        with pytest.raises(PackError, match="no model pack called"):
+            read_pack(tmp_path / "models", name)
+        with pytest.raises(PackError, match="no model pack called"):
+            verify_pack(tmp_path / "models", name)
