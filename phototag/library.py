@@ -122,9 +122,12 @@ class Library:
 
     def record_error(
         self, session: Session, path: Path, root: Path | None, error: str, size: int | None = None,
-        mtime: float | None = None, sha256: str | None = None,
+        mtime: float | None = None, sha256: str | None = None, queued_at: dt.datetime | None = None,
     ) -> Photo:
-        """Remember that a file could not be read, with the reason (it is retried when it changes)."""
+        """Remember that a file could not be read, with the reason (it is retried when it changes).
+
+        Its work-queue row goes too; with ``queued_at`` (a claimed row's ``enqueued_at``) only if it
+        was not enqueued again meanwhile: the file changed in flight, so its new version is tried."""
         photo = self.photo_by_path(session, path)
         if photo is None:
             photo = Photo(path=str(path), root=str(root) if root else None, added_at=utcnow())
@@ -135,7 +138,10 @@ class Library:
         photo.mtime = mtime
         photo.sha256 = sha256
         photo.updated_at = utcnow()
-        session.query(WorkItem).filter(WorkItem.path == str(path)).delete()
+        stale = delete(WorkItem).where(WorkItem.path == str(path))
+        if queued_at is not None:
+            stale = stale.where(WorkItem.enqueued_at <= queued_at)
+        session.execute(stale)
         session.flush()
         return photo
 

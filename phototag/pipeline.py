@@ -351,7 +351,8 @@ class Pipeline:
             for decoded in batch:
                 if decoded.error is not None:
                     job = decoded.job
-                    lib.record_error(session, job.path, job.root, decoded.error, job.size, job.mtime, job.sha256)
+                    lib.record_error(session, job.path, job.root, decoded.error, job.size, job.mtime, job.sha256,
+                                     queued_at=job.queued_at)
                     report.failed += 1
                     report.errors.append((str(job.path), decoded.error))
             paths = [str(d.job.path) for d in batch if d.job.queued_at is None]

@@ -172,3 +172,25 @@ def test_cli_scan_search_show_tags_json_contract(tmp_path, sample_photos):
 
     missing = run_cli(home, "show", str(root / "nope.jpg"), check=False)
     assert missing.returncode == 2 and "not in the library" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_queued_file_that_fails_while_enqueued_again_stays_queued(library, tmp_path, tagger):
+    """A half-copied file fails to decode; the watcher queued it again meanwhile: that row must stay."""
+    import datetime as dt
+
+    from phototag.db.models import WorkItem
+    from phototag.pipeline import Job
+
+    root = tmp_path / "Pictures"
+    root.mkdir()
+    claimed = dt.datetime(2026, 1, 1, 12, 0, 0)
+    for name, enqueued in (("again.jpg", claimed + dt.timedelta(seconds=1)), ("once.jpg", claimed)):
+        (root / name).write_text("still being copied")
+        with library.session() as s:
+            s.add(WorkItem(path=str(root / name), reason="new", priority=0, attempts=1, enqueued_at=enqueued))
+    jobs = [Job(root / n, root, "new", queued_at=claimed) for n in ("again.jpg", "once.jpg")]
+    report = Pipeline(library, tagger).process(jobs)
+    assert report.failed == 2
+    with library.session() as s:
+        assert s.scalars(select(WorkItem.path)).all() == [str(root / "again.jpg")]
+        assert s.scalar(select(Photo.status).where(Photo.path == str(root / "again.jpg"))) == "error"
