@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from phototag.db.engine import copy_database
+
 DB_NAME = "digikam4.db"
 IMAGE_VISIBLE = 1
 PROCESS_NAMES = ("digikam", "showfoto")
@@ -87,16 +89,7 @@ def backup(db_path: Path) -> Path:
     """Copy the database beside itself (consistent, via SQLite's backup API)."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     target = db_path.with_name(f"{db_path.name}.phototag-{stamp}.bak")
-    src = sqlite3.connect(db_path)
-    try:
-        dst = sqlite3.connect(target)
-        try:
-            with dst:
-                src.backup(dst)
-        finally:
-            dst.close()
-    finally:
-        src.close()
+    copy_database(db_path, target)
     return target
 
 
