@@ -28,7 +28,6 @@ detection threshold (m = 0), 0.98 at m = 1.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import math
@@ -41,6 +40,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 from PIL import Image
 
+from phototag.ingest.fingerprint import sha256_file
 from phototag.tagging.base import Prediction, Tagger, TaggerError, TagScore
 
 DATA_FILE = Path(__file__).parent / "data" / "imagenet_tags.json"
@@ -240,14 +240,10 @@ class BuiltinTagger(Tagger):
 
     @cached_property
     def weights_sha256(self) -> str:  # type: ignore[override]
-        digest = hashlib.sha256()
         try:
-            with open(self.weights_path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
+            return sha256_file(self.weights_path)
         except OSError as e:
             raise TaggerError(f"cannot read the built-in model's weights: {e}") from e
-        return digest.hexdigest()
 
     def settings(self) -> dict[str, Any]:
         det = self.face_detector

@@ -19,7 +19,6 @@ pickles of 3–5.6 GB, two thirds of which is optimizer state. Here:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -31,6 +30,8 @@ from typing import Iterable, Mapping
 
 import torch
 from torch import nn
+
+from phototag.ingest.fingerprint import sha256_file  # noqa: F401 - packs and tests use it from here
 
 from .base import TaggerError
 from .models.ram import (
@@ -55,13 +56,6 @@ class WeightsError(TaggerError):
 CheckpointError = WeightsError  #: the name phototag.cli looks up for user-facing errors
 
 
-# ---------------------------------------------------------------------------------------- hashing
-def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------- reading
