@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,15 +50,23 @@ def _on_connect(dbapi_conn: sqlite3.Connection, _record) -> None:
 
 
 def copy_database(source: Path, target: Path) -> None:
-    """A consistent copy of a live SQLite file (SQLite's online backup API; WAL content included)."""
+    """A consistent copy of a live SQLite file (SQLite's online backup API; WAL content included).
+
+    Written beside ``target`` and renamed into place, so a failed copy (disk full) never leaves
+    a truncated file under the backup's name."""
+    partial = target.with_name(target.name + ".part")
     src = sqlite3.connect(source)
     try:
-        dst = sqlite3.connect(target)
-        with dst:
-            src.backup(dst)
-        dst.close()
+        dst = sqlite3.connect(partial)
+        try:
+            with dst:
+                src.backup(dst)
+        finally:
+            dst.close()
+        os.replace(partial, target)
     finally:
         src.close()
+        partial.unlink(missing_ok=True)
 
 
 def make_engine(path: Path) -> Engine:

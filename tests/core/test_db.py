@@ -90,3 +90,15 @@ def test_database_from_a_newer_phototag_is_refused_without_writing_a_backup(tmp_
         db.pending_revisions()
     db.dispose()
     assert list(tmp_path.glob("*.bak")) == []
+
+
+def test_a_failed_copy_leaves_no_file_under_the_backup_name(tmp_path):
+    import pytest
+
+    from phototag.db.engine import copy_database
+
+    source = tmp_path / "phototag.db"
+    source.write_bytes(b"this is not an SQLite database" * 100)
+    with pytest.raises(sqlite3.DatabaseError):
+        copy_database(source, tmp_path / "copy.bak")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["phototag.db"]
