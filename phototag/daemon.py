@@ -15,7 +15,7 @@ import fcntl
 import json
 import logging
 import os
-import shlex
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,8 +179,14 @@ def phototag_command() -> list[str]:
 
 
 def _systemd_quote(arg: str) -> str:
-    # systemd's ExecStart splits like a shell, and expands % specifiers: double them
-    return shlex.quote(arg.replace("%", "%%"))
+    # systemd's ExecStart is not a shell: it expands % specifiers and $VARS (doubled, they stay literal)
+    # and reads C escapes even inside single quotes, so shlex.quote mangles a backslash or "$HOME" in
+    # a path. Plain words stay bare; others go in double quotes, backslash and quote escaped
+    # (systemd.syntax(7)).
+    arg = arg.replace("%", "%%").replace("$", "$$")
+    if arg and re.fullmatch(r"[\w@%+=:,./-]+", arg):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def service_unit(home: Path, roots: list[Path], extra_args: list[str] | None = None,

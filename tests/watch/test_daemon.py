@@ -222,3 +222,15 @@ def test_sigterm_mid_batch_finishes_the_batch_and_leaves_nothing_claimed(tmp_pat
     assert rc == 0, log.read_text()[-2000:]
     tagged, work, queued, claimed = counts(home)
     assert (tagged, work, queued, claimed) == (n, n, 0, 0)  # each photo tagged exactly once
+
+
+def test_service_unit_quotes_paths_the_way_systemd_reads_them():
+    # systemd expands $VARS and %specifiers and reads backslash escapes inside quotes: a root named
+    # like this must reach phototag unchanged
+    from phototag.daemon import service_unit
+
+    root = Path("/p/My Pics $HOME 50% \"x\" a\\b 'q'")
+    text = service_unit(Path("/h/ph"), [root], command=["/usr/bin/phototag"])
+    exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    assert exec_start == ("ExecStart=/usr/bin/phototag --home /h/ph watch --log-format json "
+                          "\"/p/My Pics $$HOME 50%% \\\"x\\\" a\\\\b 'q'\"")
