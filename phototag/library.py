@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from phototag.config import Settings, get_settings
@@ -318,11 +318,12 @@ class Library:
             if tag_id in removed:
                 continue
             best[tag_id] = max(best.get(tag_id, 0.0), float(tag.score))
-        session.add_all(
-            PhotoTag(photo_id=photo.id, tag_id=tag_id, source=TagSource.model.value, score=score,
-                     model_run_id=run.id, created_at=now)
-            for tag_id, score in best.items()
-        )
+        if best:  # one executemany, not an ORM object per tag (RAM can give hundreds per photo)
+            session.execute(insert(PhotoTag), [
+                {"photo_id": photo.id, "tag_id": tag_id, "source": TagSource.model.value, "score": score,
+                 "model_run_id": run.id, "created_at": now}
+                for tag_id, score in best.items()
+            ])
         if prediction.embedding is not None:
             vector = np.ascontiguousarray(prediction.embedding, dtype="<f4")
             emb = session.scalar(
