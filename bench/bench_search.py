@@ -355,7 +355,9 @@ def bench_tag_queries(db_path: Path, n_queries: int, seed: int, budget_s: float,
     with Session(engine) as session:
         session.execute(__import__("sqlalchemy").text("SELECT 1"))
         b = budgets[-1]
-        for set_name, queries in sets.items():
+
+        def time_queries(queries):
+            """(seconds, finished) per query, first page of 100; the first query (warm-up) is dropped."""
             runs = []
             for q in (queries[0], *queries):
                 t0 = time.perf_counter()
@@ -368,7 +370,10 @@ def bench_tag_queries(db_path: Path, n_queries: int, seed: int, budget_s: float,
                         raise
                     session.rollback()
                     runs.append((budget_s, False))
-            runs = runs[1:]
+            return runs[1:]
+
+        for set_name, queries in sets.items():
+            runs = time_queries(queries)
             results[f"phototag.query {set_name}"] = report(
                 f"phototag.query.search_ids {set_name:13s}", [r[0] for r in runs], sum(r[1] for r in runs))
         forms_rng = np.random.default_rng(seed + 3)
@@ -383,19 +388,7 @@ def bench_tag_queries(db_path: Path, n_queries: int, seed: int, budget_s: float,
         }
         log("  other query forms through phototag.query.search_ids (first page of 100):")
         for form, queries in forms.items():
-            runs = []
-            for q in (queries[0], *queries):
-                t0 = time.perf_counter()
-                b.deadline = t0 + budget_s
-                try:
-                    search_ids(session, list(q), limit=100)
-                    runs.append((time.perf_counter() - t0, True))
-                except Exception as exc:  # noqa: BLE001 - the budget interrupt comes wrapped
-                    if "interrupted" not in str(exc):
-                        raise
-                    session.rollback()
-                    runs.append((budget_s, False))
-            runs = runs[1:]
+            runs = time_queries(queries)
             results[f"phototag.query {form}"] = report(
                 f"  {form:26s}", [r[0] for r in runs], sum(r[1] for r in runs))
         try:
