@@ -57,7 +57,10 @@ def test_user_thresholds_add_and_drop_ram_tags(tiny_ram_plus):
     if best is not None:
         assert best not in names
     assert names - {missing} == given - {best}
-    assert np.array_equal(got.scores, plain.scores) and tuned.weights_sha256 == tiny_ram_plus.weights_sha256
+    # thresholds change which tags pass, never the scores (two forward passes of one model: same math,
+    # not promised bit for bit on every CPU, so a tolerance far below the 1e-4 margins used above)
+    np.testing.assert_allclose(got.scores, plain.scores, rtol=0, atol=1e-6)
+    assert tuned.weights_sha256 == tiny_ram_plus.weights_sha256
     assert tuned.settings()["user_thresholds"] == len(thresholds)
 
 

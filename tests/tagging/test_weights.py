@@ -48,9 +48,16 @@ def test_convert_then_load_gives_the_same_logits_as_the_checkpoint(kind, tmp_pat
     reference.load_state_dict({k: v for k, v in official_key_transform(state).items()
                                if k in reference.state_dict()}, strict=True)
     model, info = load_model(result.path, arch=tiny_arch(kind))
-    x = torch.randn(1, 3, 384, 384)
+    # The conversion must be exact: every tensor the model holds equals the checkpoint's, bit for bit.
+    loaded = model.state_dict()
+    for key, value in reference.state_dict().items():
+        assert torch.equal(loaded[key], value), key
+    # The outputs are the same math on the same numbers, but not bit for bit: the pack's tensors are
+    # memory-mapped (other alignment), so BLAS/oneDNN may pick other kernels and sum in another order
+    # (seen: 1 ulp on AMD EPYC). A seeded input and a tolerance far below any tag threshold's margin.
+    x = torch.randn(1, 3, 384, 384, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(model(x), reference(x))
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-5)
     if kind == "tag2text":
         assert model.text_decoder.cls.predictions.decoder.weight is \
             model.text_decoder.bert.embeddings.word_embeddings.weight
