@@ -3,8 +3,10 @@
 The library database is the source of truth; sidecars and other applications' databases are outputs.
 :func:`export_photos` reads each photo's tags, asks every chosen exporter for the hash of what it
 would write, skips photos whose hash matches the one stored in ``export_state`` (and whose target
-still exists), writes the others and records the new hash. ``dry_run`` writes nothing, files or
-database.
+still exists), writes the others and records the new hash. Before a batch's files are written,
+their states are marked ``pending:<run>`` in a committed transaction, and the new hash replaces
+that mark only after the write: a process killed in between leaves "write again", never a state
+that claims a file is current when it is not. ``dry_run`` writes nothing, files or database.
 
 Exporters come from plugins (hook ``register_exporters``); phototag's own are ``xmp`` and
 ``digikam`` in ``phototag_plugins``. This module is also a built-in plugin: its ``photos_tagged``
@@ -17,6 +19,7 @@ import abc
 import hashlib
 import json
 import logging
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
@@ -41,6 +44,12 @@ WOULD_WRITE = "would-write"  # dry run
 UNCHANGED = "unchanged"  # same content hash as last time: nothing to do
 SKIPPED = "skipped"  # the exporter had nothing to do (detail says why)
 FAILED = "failed"
+
+#: ``export_state.content_hash`` of a photo whose file an export run is rewriting right now
+#: (followed by the run's id); replaced by the real hash once the write is recorded.
+PENDING_PREFIX = "pending:"
+#: ``export_state.content_hash`` when it is unknown what the target holds: written again next time
+STALE = "stale"
 
 
 class ExportError(Exception):
@@ -232,20 +241,24 @@ def load_items(session: Session, photo_ids: Sequence[int], tag_paths: _TagPaths 
 
 
 def resolve_exporters(names: Sequence[str] | None, settings: "Settings | None" = None) -> list[Exporter]:
-    """The exporters called ``names`` (None: every exporter of the enabled plugins)."""
+    """The exporters called ``names``; None: every exporter of the enabled plugins.
+
+    A name given explicitly may be any *installed* exporter, enabled or not: naming it is the
+    user's consent (``[plugins] enabled`` decides only what runs by itself after tagging)."""
     from phototag import plugins
 
-    available = plugins.exporters(settings)
     if names is None:
+        available = plugins.exporters(settings)
         return [available[n] for n in sorted(available)]
+    available, problems = plugins.installed_exporters(settings, wanted=names)
     chosen = []
-    for name in names:
+    for name in dict.fromkeys(names):
         if name not in available:
             hint = ", ".join(sorted(available)) or "none"
+            broken = "".join(f"; plugin {p!r} is installed but unusable: {why}" for p, why in sorted(problems.items()))
             raise ExportError(
-                f"no exporter named {name!r} (available: {hint}). Exporters come from plugins: "
-                f"enable one with [plugins] enabled = [\"{name}\"] in config.toml; "
-                "`phototag plugins` lists what is installed."
+                f"no exporter named {name!r} (installed: {hint}){broken}. "
+                "`phototag plugins` lists the installed plugins."
             )
         chosen.append(available[name])
     return chosen
@@ -285,6 +298,7 @@ def export_photos(
             ids = list(dict.fromkeys(photo_ids))
         tag_paths = _TagPaths(session)
 
+    token = f"{PENDING_PREFIX}{uuid.uuid4().hex}"  # this run's mark on states it is about to change
     opened: list[Exporter] = []
     deferred: list[ExportResult] = []  # written by transactional exporters, stored after close
     ok = False
@@ -309,18 +323,27 @@ def export_photos(
                         ExportState.photo_id.in_(batch_ids),
                         ExportState.exporter.in_([e.name for e in chosen])))
                 }
-            written: list[ExportResult] = []
+            slots: list[ExportResult | tuple[Exporter, ExportItem, str]] = []
             for item in items:
                 for exporter in chosen:
-                    result = _export_one(exporter, item, states.get((item.photo_id, exporter.name)),
-                                         statuses.get(item.photo_id), dry_run, force)
-                    report.results.append(result)
-                    if result.action == WRITTEN:
-                        (deferred if exporter.transactional else written).append(result)
-                    if progress is not None:
-                        progress(result)
+                    slots.append(_plan_one(exporter, item, states.get((item.photo_id, exporter.name)),
+                                           statuses.get(item.photo_id), force))
+            to_write = [s for s in slots if isinstance(s, tuple)]
+            if to_write and not dry_run:
+                # Before a file changes, its state stops claiming anything: a kill between the
+                # write and the record below then means "write again", never "unchanged".
+                _mark_pending(make_session, [(i.photo_id, e.name, e.target(i)) for e, i, _ in to_write], token)
+            written: list[ExportResult] = []
+            for slot in slots:
+                if isinstance(slot, tuple):
+                    slot = _write_one(*slot, dry_run)
+                    if slot.action == WRITTEN:
+                        (deferred if _exporter(chosen, slot.exporter).transactional else written).append(slot)
+                report.results.append(slot)
+                if progress is not None:
+                    progress(slot)
             if written and not dry_run:
-                _store_states(make_session, written)
+                _store_states(make_session, written, token)
         ok = True
     finally:
         for exporter in opened:
@@ -331,12 +354,17 @@ def export_photos(
                 if ok:
                     raise ExportError(f"exporter {exporter.name!r} failed to finish: {exc}") from exc
     if deferred and not dry_run:
-        _store_states(make_session, deferred)
+        _store_states(make_session, deferred, token)
     return report
 
 
-def _export_one(exporter: Exporter, item: ExportItem, state: ExportState | None, status: str | None,
-                dry_run: bool, force: bool) -> ExportResult:
+def _exporter(chosen: Sequence[Exporter], name: str) -> Exporter:
+    return next(e for e in chosen if e.name == name)
+
+
+def _plan_one(exporter: Exporter, item: ExportItem, state: ExportState | None, status: str | None,
+              force: bool) -> "ExportResult | tuple[Exporter, ExportItem, str]":
+    """The result for a photo that needs no write, or (exporter, item, content hash) to write."""
     if status is not None and status != PhotoStatus.ok.value:
         return ExportResult(exporter.name, item.photo_id, str(item.path), SKIPPED, detail=f"photo is {status}")
     try:
@@ -345,15 +373,46 @@ def _export_one(exporter: Exporter, item: ExportItem, state: ExportState | None,
                 and exporter.is_current(item, state.target)):
             return ExportResult(exporter.name, item.photo_id, str(item.path), UNCHANGED, state.target,
                                 content_hash=digest)
-        result = exporter.write(item, dry_run)
-        result.content_hash = digest
-        return result
     except Exception as exc:  # one bad photo must not stop a library-wide export
         log.warning("export of %s with %s failed: %s", item.path, exporter.name, exc)
         return ExportResult(exporter.name, item.photo_id, str(item.path), FAILED, detail=str(exc))
+    return exporter, item, digest
 
 
-def _store_states(make_session: Callable[[], Session], written: list[ExportResult]) -> None:
+def _write_one(exporter: Exporter, item: ExportItem, digest: str, dry_run: bool) -> ExportResult:
+    try:
+        result = exporter.write(item, dry_run)
+    except Exception as exc:  # one bad photo must not stop a library-wide export
+        log.warning("export of %s with %s failed: %s", item.path, exporter.name, exc)
+        return ExportResult(exporter.name, item.photo_id, str(item.path), FAILED, detail=str(exc))
+    result.content_hash = digest
+    return result
+
+
+def _mark_pending(make_session: Callable[[], Session], keys: list[tuple[int, str, str | None]], token: str) -> None:
+    """Mark the states of (photo id, exporter, target) as being rewritten by the run ``token``,
+    in one committed transaction, before any of those files is touched."""
+    with make_session() as session, session.begin():
+        existing = {
+            (s.photo_id, s.exporter): s
+            for s in session.scalars(select(ExportState).where(
+                ExportState.photo_id.in_({k[0] for k in keys}),
+                ExportState.exporter.in_({k[1] for k in keys})))
+        }
+        for photo_id, exporter, target in keys:
+            state = existing.get((photo_id, exporter))
+            if state is None:
+                state = ExportState(photo_id=photo_id, exporter=exporter, content_hash=token, target=target)
+                session.add(state)
+                existing[(photo_id, exporter)] = state
+            state.content_hash = token
+            state.target = target
+
+
+def _store_states(make_session: Callable[[], Session], written: list[ExportResult], token: str) -> None:
+    """Record what was written, where the state still carries this run's mark. A state that
+    another export run marked or recorded in the meantime (two exports of one photo at once) is
+    set to :data:`STALE`: which write landed last is unknown, so the next export writes again."""
     with make_session() as session, session.begin():
         keys = {(r.photo_id, r.exporter) for r in written}
         existing = {
@@ -364,13 +423,13 @@ def _store_states(make_session: Callable[[], Session], written: list[ExportResul
         }
         for result in written:
             state = existing.get((result.photo_id, result.exporter))
-            if state is None:
-                state = ExportState(photo_id=result.photo_id, exporter=result.exporter,
-                                    content_hash=result.content_hash or "")
-                session.add(state)
-                existing[(result.photo_id, result.exporter)] = state
-            state.content_hash = result.content_hash or ""
-            state.target = result.target
+            if state is None:  # the photo was deleted meanwhile (the row went with it)
+                continue
+            if state.content_hash == token:
+                state.content_hash = result.content_hash or STALE
+                state.target = result.target
+            else:
+                state.content_hash = STALE
             state.exported_at = utcnow()
 
 
@@ -400,12 +459,19 @@ def photos_tagged(library: "Library", photo_ids: list[int]) -> None:
     if names == [] or not photo_ids:
         return
     try:
-        if names is None:
-            from phototag import plugins
+        from phototag import plugins
 
-            if not plugins.exporters(settings):
-                return
-        report = export_photos(library, photo_ids, names, settings=settings)
+        enabled = plugins.exporters(settings)  # only enabled plugins export on their own
+        if names is None:
+            names = sorted(enabled)
+        for name in names:
+            if name not in enabled:
+                log.warning("[export] auto names %r, but no enabled plugin provides it: add its plugin to "
+                            "[plugins] enabled", name)
+        chosen = [enabled[n] for n in names if n in enabled]
+        if not chosen:
+            return
+        report = export_photos(library, photo_ids, chosen, settings=settings)
     except Exception as exc:
         log.error("automatic export after tagging failed: %s", exc)
         return

@@ -275,6 +275,61 @@ def exporters(settings: "Settings | None" = None) -> "dict[str, Exporter]":
     return found
 
 
+def installed_exporters(settings: "Settings | None" = None,
+                        wanted: Iterable[str] | None = None) -> "tuple[dict[str, Exporter], dict[str, str]]":
+    """name → exporter from every *installed* plugin, enabled or not, and name → why an installed
+    plugin could not provide exporters.
+
+    Naming an exporter on the command line (``phototag export --to xmp``) is the user's consent to
+    run it, so ``--to`` looks here; ``[plugins] enabled`` only decides what runs on its own (after
+    tagging). A plugin that is not enabled is asked for its exporters through a manager of its
+    own: its other hooks (``adjust_tags``, ``photos_tagged``) never run. With ``wanted``, plugins
+    are imported only until every wanted name is found (the entry point of the same name first),
+    so naming one exporter does not import every installed plugin."""
+    from phototag.export import Exporter
+
+    settings = _settings(settings)
+    found = exporters(settings)
+    problems: dict[str, str] = {}
+    wanted_set = set(wanted) if wanted is not None else None
+    if wanted_set is not None and wanted_set <= set(found):
+        return found, problems
+    with _lock:
+        state = _get_state()
+        active = set(state.entry_point_names) | set(state.failed)
+    candidates = [ep for ep in entry_points() if ep.name not in active]
+    if wanted_set is not None:  # the plugin named like the exporter is the likely provider
+        candidates.sort(key=lambda ep: ep.name not in wanted_set)
+    for ep in candidates:
+        if wanted_set is not None and wanted_set <= set(found):
+            break
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # someone else's package: report it, keep going
+            problems[ep.name] = f"cannot import {ep.value}: {exc}"
+            continue
+        pm = _new_manager()
+        try:
+            pm.register(plugin, name=ep.name)
+            provided = _flatten(pm.hook.register_exporters(settings=settings))
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            problems[ep.name] = f"invalid plugin: {exc}"
+            continue
+        except Exception as exc:  # e.g. an ExportError about the plugin's own settings
+            if wanted_set is not None and ep.name in wanted_set:
+                raise
+            problems[ep.name] = str(exc)
+            continue
+        for exporter in provided:
+            if not isinstance(exporter, Exporter):
+                problems[ep.name] = f"register_exporters returned {exporter!r}, not a phototag.export.Exporter"
+            elif exporter.name in found:  # an enabled plugin's exporter of that name wins
+                problems[ep.name] = f"its exporter {exporter.name!r} is also provided by another plugin"
+            else:
+                found[exporter.name] = exporter
+    return found, problems
+
+
 def taggers(settings: "Settings | None" = None) -> "list[Tagger]":
     """Extra taggers from active plugins."""
     from phototag.tagging.base import Tagger

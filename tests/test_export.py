@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import typer
 from conftest import save_sample
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from phototag import plugins
 from phototag.config import dump_toml, load_settings, use_settings
 from phototag.db.models import ExportState, Photo, PhotoStatus
 from phototag.export import (
+    PENDING_PREFIX,
+    STALE,
     ExportError,
     ExportResult,
     Exporter,
@@ -111,8 +120,10 @@ def photos(lib, tmp_path):
 
 
 def _states(lib) -> dict[int, str]:
+    """photo id → the content hash its export state claims is written (pending marks left out)."""
     with lib.session() as session:
-        return {s.photo_id: s.content_hash for s in session.query(ExportState)}
+        return {s.photo_id: s.content_hash for s in session.query(ExportState)
+                if not s.content_hash.startswith(PENDING_PREFIX) and s.content_hash != STALE}
 
 
 def test_batches_state_and_skipping(lib, photos):
@@ -170,7 +181,7 @@ def test_transactional_exporter_state_is_stored_only_after_its_commit(lib, photo
 
 
 def test_unknown_exporter_names_the_fix(lib, photos):
-    with pytest.raises(ExportError, match=r"no exporter named 'lightroom' \(available: xmp\).*enabled"):
+    with pytest.raises(ExportError, match=r"no exporter named 'lightroom' \(installed: digikam, xmp\)"):
         export_photos(lib, None, ["lightroom"])
 
 
@@ -213,3 +224,141 @@ def test_cli_export_exit_code_on_failure(lib, photos, tmp_path):
     data = json.loads(result.stdout)
     assert data["counts"] == {"written": 4, "failed": 1}
     assert (tmp_path / "photos" / "rocket.jpg.xmp").read_text() == "this is not XMP"  # left as it was
+
+
+# ---- a real kill -9 of a real `phototag export` --------------------------------------------------
+
+needs_exiftool = pytest.mark.skipif(shutil.which("exiftool") is None,
+                                    reason="exiftool (Debian: libimage-exiftool-perl) is not installed")
+
+
+def _bulk_add(lib: Library, folder: Path, count: int, tags: list[str]) -> list[int]:
+    """``count`` real JPEG files (copies of one photo), each tagged ``tags`` by one model run."""
+    sample = save_sample("chelsea", folder / "p0000.jpg", size=48)
+    data = sample.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    tagger = OneTagger(tags)
+    ids = []
+    with lib.session() as session:
+        run = lib.start_model_run(session, tagger)
+        for n in range(count):
+            path = folder / f"p{n:04d}.jpg"
+            if n:
+                path.write_bytes(data)
+            photo = lib.upsert_photo(session, PhotoFacts(path=path, root=folder, size=len(data), mtime=0.0,
+                                                         sha256=digest))
+            lib.store_prediction(session, photo, run, tagger, tagger.predict([None])[0])
+            ids.append(photo.id)
+    return ids
+
+
+def _edit_tags(lib: Library, ids: list[int], *, remove: list[str] = (), add: list[str] = ()) -> None:
+    with lib.session() as session:
+        for photo in session.scalars(select(Photo).where(Photo.id.in_(ids))):
+            lib.remove_tags(session, photo, remove)
+            lib.add_manual_tags(session, photo, add)
+
+
+def _phototag(home: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PHOTOTAG_HOME": str(home)}
+    return subprocess.Popen([sys.executable, "-m", "phototag", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _kill_when_rewritten(proc: subprocess.Popen, sidecar: Path, timeout: float = 120) -> None:
+    """kill -9 ``proc`` as soon as ``sidecar`` was replaced (its inode changes on the rename)."""
+    before = sidecar.stat().st_ino
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if sidecar.stat().st_ino != before:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+        except FileNotFoundError:  # between unlink and rename on some file systems
+            pass
+        time.sleep(0.001)
+    proc.wait(30)
+
+
+@needs_exiftool
+def test_kill_between_sidecar_writes_and_state_commit_never_leaves_stale_sidecars(lib, tmp_path):
+    """Tags change, `phototag export` is killed after it replaced sidecars but before it recorded
+    them, tags go back to what the old sidecars' state says: every sidecar must still end up
+    holding the library's tags (before the fix, the state claimed the old tags were written and the
+    re-export called the rewritten sidecars "unchanged")."""
+    folder = tmp_path / "photos"
+    ids = _bulk_add(lib, folder, 450, ["tabby cat", "indoor"])  # > 2 batches of 200
+    assert export_photos(lib, None, ["xmp"]).counts() == {"written": 450}
+    sidecars = [folder / f"p{n:04d}.jpg.xmp" for n in range(450)]
+    home = Path(lib.settings.home)
+
+    for attempt in range(5):  # until the kill lands mid-run (some, not all, sidecars rewritten)
+        _edit_tags(lib, ids, remove=["indoor"])
+        proc = _phototag(home, "export", "--to", "xmp")
+        _kill_when_rewritten(proc, sidecars[0])
+        rewritten = sum(b"indoor" not in p.read_bytes() for p in sidecars)
+        _edit_tags(lib, ids, add=["indoor"])  # back to the state the old sidecars were recorded with
+        if proc.returncode == -signal.SIGKILL and 0 < rewritten < len(sidecars):
+            break
+        assert export_photos(lib, None, ["xmp"]).counts().get("failed") is None  # reset, try again
+    else:
+        pytest.fail("could not kill `phototag export` in the middle of its run")
+
+    proc = _phototag(home, "export", "--to", "xmp", "--format", "json")
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    counts = json.loads(output[output.index(b"{"):])["counts"]
+    assert counts.get("written", 0) >= rewritten  # every sidecar the killed run touched is rewritten
+
+    read = subprocess.run(["exiftool", "-j", "-XMP-digiKam:TagsList", "-XMP-dc:Subject", "-SourceFile",
+                           *map(str, sidecars)], capture_output=True, check=True)
+    held = {Path(r["SourceFile"]).name: r for r in json.loads(read.stdout)}
+    wrong = [name for name, r in held.items()
+             if sorted(r.get("TagsList", [])) != ["phototag/animal/cat/tabby cat", "phototag/indoor"]
+             or sorted(r.get("Subject", [])) != ["indoor", "tabby cat"]]
+    assert len(held) == 450 and wrong == [], f"{len(wrong)} sidecars do not hold the library's tags: {wrong[:5]}"
+    assert export_photos(lib, None, ["xmp"]).counts() == {"unchanged": 450}
+
+
+# ---- naming an installed exporter is consent ----------------------------------------------------
+
+
+def test_readme_export_line_works_on_a_fresh_library_without_config(tmp_path):
+    """`phototag export --to xmp --dry-run`, as the README prints it, on a library whose home has no
+    config.toml: naming an installed exporter runs it; enabling decides only what runs by itself."""
+    home = tmp_path / "home"
+    home.mkdir()
+    settings = load_settings(home, environ={})
+    use_settings(settings)
+    plugins.reset_plugins()
+    library = Library(settings)
+    try:
+        photo = save_sample("chelsea", tmp_path / "photos" / "chelsea.jpg", size=64)
+        _add(library, photo, ["tabby cat"])
+        assert plugins.exporters(settings) == {}  # nothing enabled, so nothing runs after tagging
+    finally:
+        library.close()
+        use_settings(None)
+        plugins.reset_plugins()
+    assert not (home / "config.toml").exists()
+
+    def run(*args):
+        done = subprocess.run([sys.executable, "-m", "phototag", "--home", str(home), "export", *args],
+                              capture_output=True, text=True, timeout=300)
+        return done.returncode, done.stdout, done.stderr
+
+    code, stdout, stderr = run("--to", "xmp", "--dry-run")
+    assert code == 0, stderr
+    assert "would-write" in stdout and "1 would-write" in stderr
+    assert not (tmp_path / "photos" / "chelsea.jpg.xmp").exists()
+    code, stdout, stderr = run("--to", "xmp")
+    assert code == 0, stderr
+    assert (tmp_path / "photos" / "chelsea.jpg.xmp").exists()
+
+    code, stdout, stderr = run("--to", "lightroom")
+    assert code == 2
+    assert stderr.strip().splitlines() == [
+        "error: no exporter named 'lightroom' (installed: digikam, xmp). "
+        "`phototag plugins` lists the installed plugins."]
+    code, stdout, stderr = run()  # no --to: the enabled exporters, and none is
+    assert code == 2 and "--to xmp" in stderr

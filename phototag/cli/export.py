@@ -18,8 +18,8 @@ def export(
     ctx: typer.Context,
     query: List[str] = typer.Argument(None, help="Which photos (search terms, as for `phototag search`); "
                                       "none = every photo.", show_default=False),
-    to: List[str] = typer.Option(None, "--to", "-t", help="Exporter name (xmp, digikam, …); repeat for "
-                                 "several. Default: every exporter of the enabled plugins.", show_default=False),
+    to: List[str] = typer.Option(None, "--to", "-t", help="Exporter name (xmp, digikam, …; any installed "
+                                 "one); repeat for several. Default: every exporter of the enabled plugins.", show_default=False),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Say what would be written; write nothing."),
     force: bool = typer.Option(False, "--force", help="Write even photos whose tags did not change since the last export."),
     fmt: ListFormat = typer.Option(ListFormat.table, "--format", "-f", help="table or json."),
@@ -35,8 +35,9 @@ def export(
     lib = open_library(ctx)
     exporters = resolve_exporters(list(to) if to else None, lib.settings)
     if not exporters:
-        console.print("no exporter is enabled: add one to config.toml, e.g.\n"
-                      "  [plugins]\n  enabled = [\"xmp\"]\n(`phototag plugins` lists the installed ones)")
+        console.print("no exporter is enabled: name one, e.g. `phototag export --to xmp`, or enable one in "
+                      "config.toml ([plugins] enabled = [\"xmp\"]) to export by default and after tagging "
+                      "(`phototag plugins` lists the installed ones)")
         raise typer.Exit(2)
     photo_ids = None
     if query:
