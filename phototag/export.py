@@ -19,6 +19,7 @@ import abc
 import hashlib
 import json
 import logging
+import unicodedata
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,6 +79,8 @@ class ExportItem:
     sha256: str | None
     tags: list[ExportTag]  #: model, manual and plugin tags (never ``imported`` ones)
     imported: list[tuple[str, ...]] = field(default_factory=list)  #: the user's own keywords
+    #: what was changed on the way out (a tag name with control characters); shown with the result
+    notes: list[str] = field(default_factory=list)
 
     def tag_paths(self, language: str = "en") -> list[tuple[str, ...]]:
         return sorted({t.path_zh if language == "zh" else t.path for t in self.tags})
@@ -165,6 +168,47 @@ class Exporter(abc.ABC):
         """End the run; ``ok`` is False when it was interrupted by an error."""
 
 
+# ---- tag names as other apps can hold them -----------------------------------------------------
+
+#: what a tag name's own hierarchy separator becomes inside one level of a hierarchical keyword:
+#: digiKam's ``/`` (``Xmp.digiKam.TagsList``, its tag tree) and Lightroom's ``|``
+#: (``Xmp.lr.hierarchicalSubject``). A flat tag ``AC/DC`` must stay one level, and neither format
+#: has an escape, so the separator is replaced by a look-alike that is not one.
+SEPARATOR_LOOKALIKES = {"/": "\u2215", "|": "\u2223"}  # DIVISION SLASH, DIVIDES
+
+
+def level_name(name: str, separator: str) -> str:
+    """``name`` as one level of a keyword path whose levels are joined with ``separator``."""
+    return name.replace(separator, SEPARATOR_LOOKALIKES[separator])
+
+
+_CONTROL_WHITESPACE = "\t\n\r\v\f\x1c\x1d\x1e\x1f\x85"
+
+
+def clean_tag_name(name: str) -> str:
+    """``name`` without control characters, as exporters write it.
+
+    XMP (XML 1.0) cannot hold most control characters at all, and a tab or line break inside a
+    keyword breaks the apps that show it. Control characters that separate (tab, line breaks) become
+    one space, every other one (Unicode category Cc) is dropped, and runs of spaces are collapsed.
+    The result may be empty (the tag is then not exported)."""
+    if name.isprintable():
+        return name
+    out = []
+    for char in name:
+        if char in _CONTROL_WHITESPACE:
+            out.append(" ")
+        elif unicodedata.category(char) != "Cc":
+            out.append(char)
+    return _squash("".join(out))
+
+
+def _squash(text: str) -> str:
+    while "  " in text:
+        text = text.replace("  ", " ")
+    return text.strip()
+
+
 # ---- reading photos and their tags -------------------------------------------------------------
 
 
@@ -182,27 +226,40 @@ def _session_factory(db: "Library | Database | Engine | sessionmaker[Session]") 
 
 
 class _TagPaths:
-    """tag id → path tuples, following ``parent_id`` (cycles are cut, not followed forever)."""
+    """tag id → path tuples, following ``parent_id`` (cycles are cut, not followed forever), with
+    names cleaned by :func:`clean_tag_name` and a note for each name that had to be changed."""
 
     def __init__(self, session: Session) -> None:
         self.rows = {tid: (name, zh, pid) for tid, name, zh, pid in
                      session.execute(select(Tag.id, Tag.name, Tag.name_zh, Tag.parent_id))}
-        self._cache: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._cache: dict[int, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
 
     def get(self, tag_id: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        en, zh, _ = self.get_with_notes(tag_id)
+        return en, zh
+
+    def get_with_notes(self, tag_id: int) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """(English path, Chinese path, notes); an empty path when a name cleans to nothing."""
         if tag_id in self._cache:
             return self._cache[tag_id]
         en: list[str] = []
         zh: list[str] = []
+        notes: list[str] = []
         seen: set[int] = set()
         current: int | None = tag_id
         while current is not None and current not in seen and current in self.rows:
             seen.add(current)
             name, name_zh, parent = self.rows[current]
-            en.append(name)
-            zh.append(name_zh or name)
+            for raw, out in ((name, en), (name_zh or name, zh)):
+                clean = clean_tag_name(raw)
+                if clean != raw and not (out is zh and raw == name):
+                    notes.append(f"tag {raw!r} has control characters: written as {clean!r}" if clean
+                                 else f"tag {raw!r} is only control characters: not written")
+                out.append(clean)
             current = parent
-        result = (tuple(reversed(en)), tuple(reversed(zh)))
+        if not all(en) or not all(zh):
+            en, zh = [], []
+        result = (tuple(reversed(en)), tuple(reversed(zh)), tuple(reversed(notes)))
         self._cache[tag_id] = result
         return result
 
@@ -223,17 +280,22 @@ def load_items(session: Session, photo_ids: Sequence[int], tag_paths: _TagPaths 
             continue
         tags: dict[tuple[str, ...], ExportTag] = {}
         imported: set[tuple[str, ...]] = set()
-        for tag_id, sources in by_photo.get(photo_id, {}).items():
-            en, zh = tag_paths.get(tag_id)
+        notes: list[str] = []
+        for tag_id, sources in sorted(by_photo.get(photo_id, {}).items()):
+            en, zh, tag_notes = tag_paths.get_with_notes(tag_id)
+            exported_sources = tuple(sorted(sources - {TagSource.imported.value}))
+            if exported_sources:
+                notes.extend(n for n in tag_notes if n not in notes)
             if not en:
                 continue
             if TagSource.imported.value in sources:
                 imported.add(en)
-            exported_sources = tuple(sorted(sources - {TagSource.imported.value}))
             if exported_sources:
+                if en in tags:  # two names that are the same once cleaned
+                    exported_sources = tuple(sorted({*tags[en].sources, *exported_sources}))
                 tags[en] = ExportTag(path=en, path_zh=zh, sources=exported_sources)
         items.append(ExportItem(photo_id=photo.id, path=Path(photo.path), sha256=photo.sha256,
-                                tags=[tags[k] for k in sorted(tags)], imported=sorted(imported)))
+                                tags=[tags[k] for k in sorted(tags)], imported=sorted(imported), notes=notes))
     return items
 
 
@@ -386,6 +448,9 @@ def _write_one(exporter: Exporter, item: ExportItem, digest: str, dry_run: bool)
         log.warning("export of %s with %s failed: %s", item.path, exporter.name, exc)
         return ExportResult(exporter.name, item.photo_id, str(item.path), FAILED, detail=str(exc))
     result.content_hash = digest
+    if item.notes and result.action in (WRITTEN, WOULD_WRITE):
+        log.warning("export of %s with %s: %s", item.path, exporter.name, "; ".join(item.notes))
+        result.detail = "; ".join([*([result.detail] if result.detail else []), *item.notes])
     return result
 
 

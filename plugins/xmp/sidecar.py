@@ -8,6 +8,10 @@ Three fields carry keywords, and phototag writes all three:
 ``Xmp.dc.subject``            rdf:Bag    leaf names (``cat``)
 ============================  =========  ===========================================================
 
+A tag name that contains a field's separator (``AC/DC``, ``a|b``) stays one level: in that field the
+separator is replaced by a look-alike (:func:`phototag.export.level_name`: ``AC∕DC`` in TagsList);
+``dc:subject`` is flat and carries the name as it is.
+
 phototag's tags live under one root keyword (default ``phototag``), so an update replaces only the
 entries under that root. ``dc:subject`` has no hierarchy, so the leaf names phototag itself added
 are listed in ``Xmp.phototag.subjects``; an update removes exactly those and never a keyword that
@@ -28,6 +32,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
+
+from phototag.export import level_name
 
 log = logging.getLogger(__name__)
 # Exiv2 warns about every camera's quirky maker notes while phototag only reads keywords: keep
@@ -148,12 +154,13 @@ def merge_keywords(current: KeywordFields, paths: Sequence[Sequence[str]], root:
     clean = [tuple(part.strip() for part in p) for p in paths if p]
     clean = [p for p in clean if all(p)]
     tags_list = [v for v in current.tags_list if not _under(v, root, "/")]
-    tags_list += _unique("/".join((root, *p)) for p in sorted(clean))
+    tags_list += _unique("/".join((root, *(level_name(n, "/") for n in p))) for p in sorted(clean))
     hierarchical = [v for v in current.hierarchical if not _under(v, root, "|")]
     ancestors: list[str] = []
     for p in sorted(clean):
+        levels = [level_name(n, "|") for n in p]
         for depth in range(1, len(p) + 1):
-            ancestors.append("|".join((root, *p[:depth])))
+            ancestors.append("|".join((root, *levels[:depth])))
     hierarchical += [v for v in _unique(ancestors) if v not in hierarchical]
     previously_ours = set(current.record)
     base = [v for v in current.subject if v not in previously_ours]

@@ -27,7 +27,7 @@ from phototag_plugin_helpers import (
 )
 
 from phototag.db.models import ExportState
-from phototag.export import export_photos
+from phototag.export import PENDING_PREFIX, export_photos
 from phototag_plugins.xmp import XmpExporter, read_keywords
 from phototag_plugins.xmp import sidecar as xmp_sidecar
 
@@ -238,8 +238,10 @@ def test_failure_before_the_rename_leaves_the_old_sidecar_intact(make_library, t
     assert "disk full" in report.results[0].detail
     assert sidecar.read_bytes() == before
     assert sorted(p.name for p in sidecar.parent.iterdir()) == ["cat.jpg", "cat.jpg.xmp"]  # no temp left
-    with lib.session() as session:
-        assert session.query(ExportState).count() == 0  # a failed photo is retried next time
+    with lib.session() as session:  # the state claims nothing was written: retried next time
+        assert session.query(ExportState).one().content_hash.startswith(PENDING_PREFIX)
+    monkeypatch.undo()
+    assert export_photos(lib, [photo_id], ["xmp"]).counts() == {"written": 1}
 
 
 KILL_LOOP = textwrap.dedent("""
@@ -349,3 +351,33 @@ def test_bad_settings_are_reported_clearly():
         XmpExporter({"root": "a/b"})
     with pytest.raises(xmp_sidecar.XmpError, match="sidecar style"):
         XmpExporter({"sidecar_style": "weird"})
+
+
+@needs_exiftool
+def test_odd_tag_names_slash_and_control_characters(make_library, tmp_path):
+    """A flat tag "AC/DC" stays one keyword level; control characters are not passed off as spaces
+    silently: they are replaced (tab, line break → space) or dropped, and the result says so."""
+    from phototag.db.models import Photo
+
+    lib = make_library(XMP_ON)
+    photo = save_sample("coffee", tmp_path / "photos" / "band.jpg", size=64)
+    photo_id = add_photo(lib, photo)
+    with lib.session() as session:
+        lib.add_manual_tags(session, session.get(Photo, photo_id),
+                            ["AC/DC", "bell\x07ring", "line\nbreak", "\x1b\x1b", "a|b"])
+    report = export_photos(lib, [photo_id], ["xmp"])
+    assert report.counts() == {"written": 1}
+    detail = report.results[0].detail
+    assert "tag 'bell\\x07ring' has control characters: written as 'bellring'" in detail
+    assert "tag 'line\\nbreak' has control characters: written as 'line break'" in detail
+    assert "tag '\\x1b\\x1b' is only control characters: not written" in detail
+
+    found = exiftool_json(photo.with_name("band.jpg.xmp"), "XMP-digiKam:TagsList", "XMP-lr:HierarchicalSubject",
+                          "XMP-dc:Subject")
+    assert sorted(found["XMP-digiKam:TagsList"]) == [
+        "phototag/AC\u2215DC", "phototag/a|b", "phototag/bellring", "phototag/line break"]
+    assert sorted(found["XMP-lr:HierarchicalSubject"]) == [
+        "phototag|AC/DC", "phototag|a\u2223b", "phototag|bellring", "phototag|line break"]
+    assert sorted(found["XMP-dc:Subject"]) == ["AC/DC", "a|b", "bellring", "line break"]
+    # what digiKam makes of TagsList: one level below phototag for each tag
+    assert all(v.count("/") == 1 for v in found["XMP-digiKam:TagsList"])
