@@ -426,6 +426,14 @@ def default_home() -> Path:
     return Path(platformdirs.user_data_dir("phototag", appauthor=False))
 
 
+def resolve_home(home: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The library home: ``home``, else PHOTOTAG_HOME, else the platform's data dir (absolute)."""
+    environ = os.environ if environ is None else environ
+    if home is None:
+        home = environ.get("PHOTOTAG_HOME") or default_home()
+    return Path(home).expanduser().resolve()
+
+
 @dataclass
 class Settings:
     """The merged settings of one library home."""
@@ -502,13 +510,19 @@ class Settings:
         self.set_value("default_model", name)
 
 
+def is_third_party_key(dotted: str) -> bool:
+    """``plugins.<name>.<key>`` of an installed plugin whose settings are not declared here (the
+    plugin checks them itself)."""
+    parts = dotted.split(".")
+    return (len(parts) >= 3 and parts[0] == "plugins" and ".".join(parts[:2]) not in TABLES
+            and _installed_plugin(parts[1]))
+
+
 def _checked(dotted: str, value: Any) -> Any:
     spec = SETTINGS.get(dotted)
     if spec is None:
-        parts = dotted.split(".")
-        if len(parts) >= 3 and parts[0] == "plugins" and ".".join(parts[:2]) not in TABLES \
-                and _installed_plugin(parts[1]):
-            return value  # a third-party plugin's setting
+        if is_third_party_key(dotted):
+            return value
         raise ConfigError(f"unknown setting {dotted!r}{_suggest(dotted)}")
     try:
         return spec.check(value)
@@ -636,10 +650,7 @@ def load_settings(home: Path | str | None = None, environ: Mapping[str, str] | N
     """The settings of ``home`` (default: PHOTOTAG_HOME or the platform's data dir): defaults, then
     config.toml, then PHOTOTAG_* variables, each validated. ConfigError lists every problem."""
     environ = dict(os.environ if environ is None else environ)
-    if home is None:
-        home = environ.get("PHOTOTAG_HOME") or default_home()
-    home = Path(home).expanduser().resolve()
-    settings = Settings(home=home, data=copy.deepcopy(DEFAULTS))
+    settings = Settings(home=resolve_home(home, environ), data=copy.deepcopy(DEFAULTS))
     errors: list[str] = []
     file_values: dict[str, Any] = {}
     if settings.config_path.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import sys
@@ -11,7 +12,7 @@ from typing import Optional
 import typer
 
 from phototag import __version__
-from phototag.config import ConfigError, load_settings, use_settings
+from phototag.config import DEFAULTS, ConfigError, Settings, load_settings, resolve_home, use_settings
 
 app = typer.Typer(
     name="phototag",
@@ -25,7 +26,7 @@ app = typer.Typer(
 # Each module defines register(app). The order is the order of `phototag --help`.
 COMMAND_MODULES = [
     "scan", "watch", "status", "search", "similar", "show", "tags", "tag", "export",
-    "retag", "calibrate", "finetune", "models", "index", "plugins", "db", "service",
+    "retag", "calibrate", "finetune", "models", "index", "plugins", "config", "db", "service",
 ]
 
 
@@ -49,8 +50,23 @@ def root(
         level=logging.WARNING - 10 * min(verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    use_settings(load_settings(home))
-    ctx.ensure_object(dict)
+    obj = ctx.ensure_object(dict)
+    try:
+        settings = load_settings(home)
+    except ConfigError as exc:
+        if ctx.invoked_subcommand != "config":
+            show_user_error(exc)
+            raise typer.Exit(2)
+        # `phototag config` is how a broken config.toml is mended: it gets the defaults and the error
+        settings = Settings(home=resolve_home(home), data=copy.deepcopy(DEFAULTS))
+        obj["config_error"] = exc
+    use_settings(settings)
+
+
+def show_user_error(exc: BaseException | str) -> None:
+    """A user's mistake as ``error: …`` lines on stderr, without a traceback (the caller exits 2)."""
+    for line in str(exc).splitlines() or [""]:
+        typer.secho(f"error: {line}", fg="red", err=True)
 
 
 for _name in COMMAND_MODULES:
@@ -83,6 +99,6 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:
         if isinstance(exc, _user_errors()):
-            typer.secho(f"error: {exc}", fg="red", err=True)
+            show_user_error(exc)
             sys.exit(2)
         raise
