@@ -261,6 +261,8 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("plugins.digikam.root", "str", "phototag", "the top-level digiKam tag phototag's tags go under"),
     Setting("plugins.digikam.languages", "list[str]", ["en"], "tag names to write: English and/or Chinese",
             choices=("en", "zh")),
+    Setting("plugins.digikam.keep_backups", "int", 5, "backups of the digiKam database to keep (older ones are deleted)",
+            min=1),
 )
 
 SETTINGS: dict[str, Setting] = {s.key: s for s in SCHEMA}
