@@ -514,6 +514,9 @@ def auto_export_names(settings: "Settings") -> list[str] | None:
     return [str(v) for v in value]
 
 
+_warned_not_enabled: set[str] = set()  # [export] auto names warned about once per process
+
+
 @hookimpl
 def photos_tagged(library: "Library", photo_ids: list[int]) -> None:
     """Export freshly tagged photos with the enabled exporters (``[export] auto``).
@@ -530,7 +533,8 @@ def photos_tagged(library: "Library", photo_ids: list[int]) -> None:
         if names is None:
             names = sorted(enabled)
         for name in names:
-            if name not in enabled:
+            if name not in enabled and name not in _warned_not_enabled:
+                _warned_not_enabled.add(name)
                 log.warning("[export] auto names %r, but no enabled plugin provides it: add its plugin to "
                             "[plugins] enabled", name)
         chosen = [enabled[n] for n in names if n in enabled]

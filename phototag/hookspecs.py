@@ -5,8 +5,10 @@ the specifications below. A plugin needs to implement only the hooks it cares ab
 implementation may accept only the arguments it uses (pluggy passes them by name).
 
 Plugins are found through the entry-point group ``phototag`` and are active only when their
-entry-point name is listed in ``[plugins] enabled`` of ``config.toml``. phototag's own plugins
-(``xmp``, ``digikam``) are registered exactly the same way. See ``docs/plugins.md``.
+entry-point name is listed in ``[plugins] enabled`` of ``config.toml``; the one exception is
+``register_exporters``, which is also asked of an installed plugin that is not enabled when the user
+names one of its exporters (``phototag export --to NAME``: naming it is consent). phototag's own
+plugins (``xmp``, ``digikam``) are registered exactly the same way. See ``docs/plugins.md``.
 
 Rules that every hook follows:
 

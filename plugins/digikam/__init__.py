@@ -15,6 +15,13 @@ Settings (``[plugins.digikam]``):
     the top-level digiKam tag phototag's tags go under; only that tree is ever changed.
 ``languages`` (``["en"]``)
     ``"en"`` and/or ``"zh"``.
+``keep_backups`` (``5``)
+    how many of phototag's backups of the database to keep (the oldest beyond that are deleted
+    after each new one); a run that changes nothing makes no backup.
+
+A ``/`` inside a tag name would be a level separator in digiKam's tag paths, so it is written as
+``∕`` (DIVISION SLASH): the flat tag ``AC/DC`` stays one tag. Tags below the root that no image
+uses any more are removed at the end of a run (not those the user gave an icon or properties).
 """
 
 from __future__ import annotations
@@ -22,14 +29,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from phototag.export import SKIPPED, UNCHANGED, WOULD_WRITE, WRITTEN, ExportError, ExportItem, ExportResult, Exporter
+from phototag.export import (
+    SKIPPED,
+    UNCHANGED,
+    WOULD_WRITE,
+    WRITTEN,
+    ExportError,
+    ExportItem,
+    ExportResult,
+    Exporter,
+    level_name,
+)
 from phototag.hookspecs import hookimpl
 
 from .database import DigikamDatabase, DigikamError, check_closed, database_path, running_digikam_processes
 
 __all__ = ["DigikamExporter", "DigikamDatabase", "DigikamError", "check_closed", "running_digikam_processes"]
 
-DEFAULTS: dict[str, Any] = {"database": None, "root": "phototag", "languages": ["en"]}
+DEFAULTS: dict[str, Any] = {"database": None, "root": "phototag", "languages": ["en"], "keep_backups": 5}
 
 
 class DigikamExporter(Exporter):
@@ -44,6 +61,9 @@ class DigikamExporter(Exporter):
         root = merged["root"]
         if not isinstance(root, str) or not root.strip():
             raise ExportError(f"[plugins.digikam] root must be a non-empty tag name, not {root!r}")
+        keep = merged["keep_backups"]
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ExportError(f"[plugins.digikam] keep_backups must be a whole number of at least 1, not {keep!r}")
         super().__init__(merged)
         self.db: DigikamDatabase | None = None
         self._dry_run = False
@@ -64,7 +84,7 @@ class DigikamExporter(Exporter):
 
     def open(self, dry_run: bool) -> None:
         path = self._database_path()
-        self.db = DigikamDatabase(path, root=self.options["root"].strip())
+        self.db = DigikamDatabase(path, root=self.options["root"].strip(), keep_backups=self.options["keep_backups"])
         self._dry_run = dry_run
         try:
             self.db.open(write=not dry_run)
@@ -75,7 +95,7 @@ class DigikamExporter(Exporter):
     def paths(self, item: ExportItem) -> list[tuple[str, ...]]:
         paths: set[tuple[str, ...]] = set()
         for language in self.options["languages"]:
-            paths.update(item.tag_paths(language))
+            paths.update(tuple(level_name(name, "/") for name in p) for p in item.tag_paths(language))
         return sorted(paths)
 
     def write(self, item: ExportItem, dry_run: bool) -> ExportResult:

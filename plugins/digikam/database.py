@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -85,11 +86,28 @@ def check_closed(db_path: Path) -> None:
         conn.close()
 
 
-def backup(db_path: Path) -> Path:
-    """Copy the database beside itself (consistent, via SQLite's backup API)."""
+BACKUP_PATTERN = re.compile(r"\.phototag-\d{8}-\d{6}-\d{6}\.bak")
+
+
+def backups(db_path: Path) -> list[Path]:
+    """phototag's backups of ``db_path`` (``digikam4.db.phototag-YYYYMMDD-HHMMSS-ffffff.bak``),
+    oldest first. Other files beside the database are never listed."""
+    prefix = db_path.name
+    found = [p for p in db_path.parent.iterdir()
+             if p.name.startswith(prefix) and BACKUP_PATTERN.fullmatch(p.name[len(prefix):]) and p.is_file()]
+    return sorted(found, key=lambda p: p.name)  # the stamp sorts as the time does
+
+
+def backup(db_path: Path, keep: int | None = None) -> Path:
+    """Copy the database beside itself (consistent, via SQLite's backup API); then delete all but
+    the newest ``keep`` of phototag's backups (None: keep every one)."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     target = db_path.with_name(f"{db_path.name}.phototag-{stamp}.bak")
     copy_database(db_path, target)
+    if keep is not None:
+        old = [p for p in backups(db_path) if p != target]
+        for path in old[:max(0, len(old) - (keep - 1))]:
+            path.unlink(missing_ok=True)
     return target
 
 
@@ -133,11 +151,13 @@ def collection_paths(identifier: str | None, specific_path: str | None) -> list[
 class DigikamDatabase:
     """One write session on a closed digiKam database."""
 
-    def __init__(self, path: Path, root: str = "phototag") -> None:
+    def __init__(self, path: Path, root: str = "phototag", keep_backups: int | None = None) -> None:
         self.path = path
         self.root = root
+        self.keep_backups = keep_backups
         self.conn: sqlite3.Connection | None = None
         self.backup_path: Path | None = None
+        self._write = False
         self._roots: list[tuple[int, Path]] = []
         self._tag_ids: dict[tuple[str, ...], int] = {}
         self._ours: set[int] | None = None  # ids of the root tag and everything below it
@@ -155,8 +175,9 @@ class DigikamDatabase:
             conn.close()
             raise DigikamError(f"{self.path} has no DBVersion: not a digiKam database")
         self.version = int(version[0])
-        if write:
-            self.backup_path = backup(self.path)
+        self._write = write
+        self.backup_path = None
+        if write:  # the backup waits for the first change: a run that changes nothing makes none
             conn.execute("BEGIN IMMEDIATE")
         self.conn = conn
         self._roots = []
@@ -166,10 +187,20 @@ class DigikamDatabase:
                 self._roots.append((root_id, Path(os.path.normpath(candidate))))
         self._roots.sort(key=lambda r: len(str(r[1])), reverse=True)  # deepest root first
 
+    def _before_write(self) -> None:
+        """Back the database up before this session's first change (the copy is taken by another
+        connection while ours holds only its reserved lock, so it is the database as it was)."""
+        if not self._write:
+            raise DigikamError("the digiKam database was opened read-only")
+        if self.backup_path is None:
+            self.backup_path = backup(self.path, self.keep_backups)
+
     def close(self, commit: bool) -> None:
         if self.conn is None:
             return
         try:
+            if commit and self._write:
+                self.remove_unused_tags()
             if self.conn.in_transaction:
                 self.conn.execute("COMMIT" if commit else "ROLLBACK")
         finally:
@@ -220,6 +251,7 @@ class DigikamDatabase:
                 continue
             row = self.conn.execute("SELECT id FROM Tags WHERE pid = ? AND name = ?", (pid, name)).fetchone()
             if row is None:
+                self._before_write()
                 cursor = self.conn.execute("INSERT INTO Tags (pid, name) VALUES (?, ?)", (pid, name))
                 pid = int(cursor.lastrowid)
                 if self._ours is not None and key[0] == self.root:
@@ -264,8 +296,63 @@ class DigikamDatabase:
             "SELECT tagid FROM ImageTags WHERE imageid = ?", (image_id,))} & ours
         stale = current - wanted
         new = wanted - current
+        if stale or new:
+            self._before_write()
         self.conn.executemany("DELETE FROM ImageTags WHERE imageid = ? AND tagid = ?",
                               [(image_id, t) for t in sorted(stale)])
         self.conn.executemany("INSERT OR IGNORE INTO ImageTags (imageid, tagid) VALUES (?, ?)",
                               [(image_id, t) for t in sorted(new)])
         return len(new), len(stale)
+
+    def remove_unused_tags(self) -> list[tuple[str, ...]]:
+        """Delete the tags below phototag's root that no image uses any more (a re-tag dropped
+        them), so digiKam's tag tree does not fill with empty nodes. Kept: the root itself, every
+        tag an image uses and its ancestors, and every tag the user customised in digiKam (an
+        icon, tag properties, face regions) with its ancestors. Tags outside the root are never
+        looked at. Returns the paths removed (below the root)."""
+        assert self.conn is not None
+        root_id = self.find_tag((self.root,))
+        if root_id is None:
+            return []
+        below = "(SELECT id FROM TagsTree WHERE pid = ?)"
+        ancestors: dict[int, set[int]] = {}
+        for tag_id, pid in self.conn.execute(f"SELECT id, pid FROM TagsTree WHERE id IN {below}", (root_id,)):
+            ancestors.setdefault(int(tag_id), set()).add(int(pid))
+        ours = set(ancestors)
+        if not ours:
+            return []
+        keep: set[int] = set()
+        for sql in (f"SELECT DISTINCT tagid FROM ImageTags WHERE tagid IN {below}",
+                    f"SELECT DISTINCT tagid FROM TagProperties WHERE tagid IN {below}",
+                    f"SELECT DISTINCT tagid FROM ImageTagProperties WHERE tagid IN {below}",
+                    f"SELECT id FROM Tags WHERE id IN {below} AND ((icon IS NOT NULL AND icon != 0) "
+                    "OR (iconkde IS NOT NULL AND iconkde != ''))"):
+            keep |= {int(r[0]) for r in self.conn.execute(sql, (root_id,))}
+        for tag_id in list(keep):
+            keep |= ancestors.get(tag_id, set())
+        unused = ours - keep - {root_id}
+        if not unused:
+            return []
+        self._before_write()
+        removed = [p[1:] for p in self._paths(unused)]
+        # digiKam's delete_tagstree trigger deletes a tag's subtree with it; the rest are no-ops
+        self.conn.executemany("DELETE FROM Tags WHERE id = ?", [(t,) for t in sorted(unused)])
+        self._tag_ids = {k: v for k, v in self._tag_ids.items() if v not in unused}
+        if self._ours is not None:
+            self._ours -= unused
+        return removed
+
+    def _paths(self, tag_ids: set[int]) -> list[tuple[str, ...]]:
+        assert self.conn is not None
+        rows = {int(i): (int(p), n) for i, p, n in self.conn.execute("SELECT id, pid, name FROM Tags")}
+        paths = []
+        for tag_id in tag_ids:
+            names: list[str] = []
+            current, seen = tag_id, set()
+            while current in rows and current not in seen:
+                seen.add(current)
+                pid, name = rows[current]
+                names.append(name)
+                current = pid
+            paths.append(tuple(reversed(names)))
+        return sorted(paths)

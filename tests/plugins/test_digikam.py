@@ -288,3 +288,87 @@ def test_real_digikam_reads_phototag_sidecars_and_keeps_database_mode_tags(make_
     assert digikam_tag_paths(db, "cat.jpg") == ["phototag/animal/dog"]
     assert digikam_tag_paths(db, "coffee.jpg") == ["phototag/cup", "phototag/food/coffee"]
     assert tree_from_sidecars <= _tree(db)
+
+
+def _backups(db: Path) -> list[Path]:
+    return sorted(db.parent.glob("digikam4.db.phototag-*.bak"))
+
+
+def test_backups_only_when_something_changes_and_only_the_newest_are_kept(digikam_setup):
+    lib, db, ids, *_ = digikam_setup
+    mine = db.with_name("digikam4.db.my-own.bak")
+    mine.write_bytes(b"the user's own file beside the database")
+    exporter_options = {"database": str(db), "keep_backups": 3}
+    from phototag_plugins.digikam import DigikamExporter
+
+    def export(**kwargs):
+        return export_photos(lib, None, [DigikamExporter(exporter_options)], **kwargs)
+
+    assert export().counts() == {"written": 2}
+    assert len(_backups(db)) == 1
+    assert export(force=True).counts() == {"written": 2}  # rewritten, but nothing differs
+    assert len(_backups(db)) == 1
+    assert export().counts() == {"unchanged": 2}
+    assert len(_backups(db)) == 1
+    stamps = []
+    for n, tags in enumerate((["dog"], ["cat"], ["dog"], ["indoor"], ["cat"])):
+        model_tag(lib, ids["cat.jpg"], tags)
+        before = _dump(db)
+        assert export().counts() == {"written": 1, "unchanged": 1}
+        newest = _backups(db)[-1]
+        assert _dump(newest) == before  # the newest backup is the database as it was before this run
+        stamps.append(newest.name)
+    assert [p.name for p in _backups(db)] == stamps[-3:]
+    assert mine.read_bytes() == b"the user's own file beside the database"
+
+    with pytest.raises(ExportError, match="keep_backups must be a whole number of at least 1, not 0"):
+        DigikamExporter({"database": str(db), "keep_backups": 0})
+
+
+def test_tags_no_image_uses_any_more_leave_the_tree_but_the_users_stay(digikam_setup):
+    lib, db, ids, *_ = digikam_setup
+    export_photos(lib, None, ["digikam"])
+    conn = sqlite3.connect(db)
+    with conn:
+        root = conn.execute("SELECT id FROM Tags WHERE pid = 0 AND name = 'phototag'").fetchone()[0]
+        starred = conn.execute("INSERT INTO Tags (pid, name, iconkde) VALUES (?, 'starred', 'emblem-favorite')",
+                               (root,)).lastrowid  # the user gave a node under our root an icon
+        conn.execute("INSERT INTO Tags (pid, name) VALUES (0, 'Holidays')")  # the user's own, unused
+    conn.close()
+    assert {p for p, _ in _tree(db)} >= {"phototag/animal/cat/tabby cat", "phototag/indoor"}
+
+    model_tag(lib, ids["cat.jpg"], ["dog"])  # the cat photo loses tabby cat, cat and indoor
+    assert export_photos(lib, None, ["digikam"]).counts() == {"written": 1, "unchanged": 1}
+    assert {p for p, _ in _tree(db)} == {
+        "phototag", "phototag/animal", "phototag/animal/dog", "phototag/cup", "phototag/food",
+        "phototag/food/coffee", "phototag/starred"}
+    for path, ancestors in _tree(db):  # digiKam's TagsTree still lists exactly each tag's ancestors
+        parts = path.split("/")
+        assert ancestors == tuple(sorted(["<root>", *("/".join(parts[:d]) for d in range(1, len(parts)))]))
+    conn = sqlite3.connect(db)
+    try:
+        orphans = conn.execute("SELECT count(*) FROM TagsTree WHERE id NOT IN (SELECT id FROM Tags)").fetchone()[0]
+        names = {n for (n,) in conn.execute("SELECT name FROM Tags WHERE pid = 0")}
+        assert conn.execute("SELECT iconkde FROM Tags WHERE id = ?", (starred,)).fetchone() == ("emblem-favorite",)
+    finally:
+        conn.close()
+    assert orphans == 0
+    assert {"Holidays", "People", "phototag"} <= names
+    assert digikam_tag_paths(db, "cat.jpg") == ["People/Alice", "phototag/animal/dog"]
+
+
+def test_a_slash_in_a_tag_name_stays_one_digikam_tag(digikam_setup):
+    from phototag.db.models import Photo
+
+    lib, db, ids, *_ = digikam_setup
+    with lib.session() as session:
+        lib.add_manual_tags(session, session.get(Photo, ids["coffee.jpg"]), ["AC/DC"])
+    export_photos(lib, None, ["digikam"])
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT t.name, p.name FROM Tags t JOIN Tags p ON p.id = t.pid "
+                            "WHERE t.name LIKE 'AC%'").fetchall()
+    finally:
+        conn.close()
+    assert rows == [("AC\u2215DC", "phototag")]
+    assert export_photos(lib, None, ["digikam"]).counts() == {"unchanged": 2}
