@@ -149,6 +149,32 @@ def test_auto_export_after_tagging_uses_the_enabled_exporters(site, make_library
     assert [c for c in calls if c[0] == "write"] == []
 
 
+def test_naming_an_installed_exporter_runs_it_but_enables_nothing_else(site, make_library, tmp_path):
+    """`--to list` is consent to run that exporter: its plugin's other hooks stay off, and nothing
+    of it runs after tagging (not even when [export] auto names it)."""
+    from conftest import save_sample
+
+    from phototag.export import ExportError, export_photos
+
+    lib = make_library({"export": {"auto": ["list"]}})  # nothing enabled
+    photo_id = add_photo(lib, save_sample("chelsea", tmp_path / "cat.jpg", size=64))
+    model_tag(lib, photo_id, ["tabby cat"])
+    assert export_photos(lib, None, ["list"]).counts() == {"written": 1}
+    calls = sys.modules["phototag_hello"].CALLS
+    assert calls == [("write", photo_id, [("animal", "cat", "tabby cat")])]
+
+    calls.clear()
+    assert plugins.photos_tagged(lib, [photo_id]) == []
+    assert calls == []  # neither its photos_tagged hook nor an automatic export
+    assert plugins.adjust_tags("/p.jpg", [TagScore("blurry", 0.9)], "m") == [TagScore("blurry", 0.9)]
+    assert "list" not in plugins.exporters(lib.settings)
+    with pytest.raises(ExportError) as excinfo:
+        export_photos(lib, None, ["lightroom"])
+    message = str(excinfo.value)
+    assert "no exporter named 'lightroom' (installed: digikam, list, xmp)" in message
+    assert "plugin 'broken' is installed but unusable: cannot import phototag_broken: needs libfoo" in message
+
+
 def test_phototag_plugins_command(site, tmp_path):
     import typer
 
