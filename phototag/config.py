@@ -231,7 +231,8 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("watch.stable_seconds", "float", 3.0, "a new file is tagged once its size and mtime were stable this long",
             min=0),
     Setting("watch.batch_timeout", "float", 1.0, "seconds a partial batch waits before it goes to the model", min=0),
-    Setting("watch.reconcile_minutes", "float", 60.0, "minutes between full passes over the roots (catch missed events)",
+    Setting("watch.reconcile_minutes", "float", 60.0,
+            "minutes between full passes over the roots (catches missed events)",
             min=0),
     Setting("watch.polling", "bool", False, "poll instead of inotify (automatic on network filesystems)"),
     Setting("watch.poll_seconds", "float", 10.0, "seconds between two polls of a polled folder", min=0.1),
@@ -261,7 +262,8 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("plugins.digikam.root", "str", "phototag", "the top-level digiKam tag phototag's tags go under"),
     Setting("plugins.digikam.languages", "list[str]", ["en"], "tag names to write: English and/or Chinese",
             choices=("en", "zh")),
-    Setting("plugins.digikam.keep_backups", "int", 5, "backups of the digiKam database to keep (older ones are deleted)",
+    Setting("plugins.digikam.keep_backups", "int", 5,
+            "backups of the digiKam database to keep (older ones are deleted)",
             min=1),
 )
 
