@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from phototag.cli.common import ListFormat, console, open_library, out, print_json
+from phototag.cli.common import ListFormat, console, fail, open_library, out, print_json
 
 tag_app = typer.Typer(help="Add, remove or list a photo's tags by hand.", no_args_is_help=True)
 
@@ -56,14 +56,29 @@ def remove(
     query: Optional[str] = typer.Option(None, "--query", "-q", help="Untag every photo this search finds; then all arguments are tags."),
     fmt: ListFormat = typer.Option(ListFormat.table, "--format", "-f", help="table or json."),
 ) -> None:
-    """Remove tags (any source). Re-tagging will not give a removed tag back."""
+    """Remove tags (any source). Re-tagging will not give a removed tag back.
+
+    A tag that the photo does not have is a mistake (a typo, another photo): nothing is changed and the
+    command exits 2, naming it. With --query, only a tag that none of the found photos has is one."""
     lib = open_library(ctx)
     result = []
     with lib.session() as session:
         photos, names = _targets(lib, session, args, query)
+        present = {photo.id: {t["name"] for t in lib.photo_tags(session, photo.id)} for photo in photos}
+        if query is None:
+            photo = photos[0]
+            absent = [n for n in names if n not in present[photo.id]]
+            if absent:
+                have = ", ".join(sorted(present[photo.id])) or "none"
+                fail(f"{photo.path} has no tag {', '.join(map(repr, absent))}; nothing removed (its tags: {have})")
+        else:
+            anywhere = set().union(*present.values()) if present else set()
+            absent = [n for n in names if n not in anywhere]
+            if absent:
+                fail(f"none of the {len(photos)} photos found by {query!r} has the tag "
+                     f"{', '.join(map(repr, absent))}; nothing removed")
         for photo in photos:
-            present = {t["name"] for t in lib.photo_tags(session, photo.id)}
-            wanted = [n for n in names if n in present]
+            wanted = [n for n in names if n in present[photo.id]]
             removed = lib.remove_tags(session, photo, wanted) if wanted else []
             result.append({"id": photo.id, "path": photo.path, "removed": removed})
     _report(result, "removed", fmt)

@@ -30,7 +30,7 @@ def test_add_remove_list_and_removal_survives_retag(scanned):
     assert "cat" in model_tags and data["removed"] == []
 
     run(home, "tag", "add", str(cat), "whiskers", "sofa")
-    run(home, "tag", "remove", str(cat), "cat", "not-a-tag-here")
+    run(home, "tag", "remove", str(cat), "cat")
     data = listed(home, cat)
     by_source = {(t["name"], t["source"]) for t in data["tags"]}
     assert {("whiskers", "manual"), ("sofa", "manual")} <= by_source
@@ -67,3 +67,19 @@ def test_unknown_photo_is_a_clear_error(scanned):
     result = CliRunner().invoke(app, ["--home", str(lib.settings.home), "tag", "add", str(photos / "nope.jpg"), "x"])
     assert result.exit_code != 0
     assert "not in the library" in str(result.exception) or "not in the library" in result.output
+
+
+def test_removing_a_tag_the_photo_does_not_have_is_a_clear_error_that_changes_nothing(scanned):
+    lib, photos = scanned
+    home = lib.settings.home
+    cat = photos / "chelsea.jpg"
+    before = listed(home, cat)
+    result = CliRunner().invoke(app, ["--home", str(home), "tag", "remove", str(cat), "cat", "dgo"])
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert "has no tag 'dgo'" in message and "nothing removed" in message
+    assert "Traceback" not in result.output
+    assert listed(home, cat) == before  # not even `cat` went: a typo must not half-apply
+    result = CliRunner().invoke(app, ["--home", str(home), "tag", "remove", "--query", "cat", "spaceship"])
+    assert result.exit_code == 2 and "has the tag 'spaceship'" in " ".join(result.output.split())
+    assert listed(home, cat) == before
