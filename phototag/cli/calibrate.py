@@ -35,11 +35,17 @@ def calibrate(
     if fmt == ListFormat.json:
         print_json(result.as_dict())
         return
-    table = Table("tag", "threshold", "yes", "no", "errors before", "errors after", title=f"{result.model}: tuned tags")
-    for t in result.tuned:
-        table.add_row(t.tag, f"{t.threshold:.3f}", str(t.positives), str(t.negatives), str(t.errors_before),
-                      str(t.errors_after))
-    out.print(table)
+    if not result.tuned:
+        console.print(f"no tag has {min_corrections} or more corrections yet, so no threshold moved: a tag's "
+                      f"threshold is tuned once you have added or removed it on at least {min_corrections} "
+                      "photos (`phototag tag add|remove`, or lower --min-corrections)")
+    else:
+        table = Table("tag", "threshold", "yes", "no", "errors before", "errors after",
+                      title=f"{result.model}: tuned tags")
+        for t in result.tuned:
+            table.add_row(t.tag, f"{t.threshold:.3f}", str(t.positives), str(t.negatives), str(t.errors_before),
+                          str(t.errors_after))
+        out.print(table)
     _agreement_table(result.before, result.after, result.held_out_photos)
     if result.applied:
         console.print(f"[green]saved[/green] {len(result.applied_thresholds)} thresholds to {result.applied}; "

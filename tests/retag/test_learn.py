@@ -123,3 +123,13 @@ def test_calibrate_without_corrections_is_a_clear_error(scanned):
     result = CliRunner().invoke(app, ["--home", str(lib.settings.home), "calibrate"])
     assert result.exit_code != 0
     assert "no corrections yet" in str(result.exception) + result.output
+
+
+def test_calibrate_with_too_few_corrections_says_what_it_needs(scanned):
+    lib, photos = scanned
+    with lib.session() as s:
+        lib.remove_tags(s, lib.photo_by_path(s, str(photos / "chelsea.jpg")), ["cat"])
+    result = CliRunner().invoke(app, ["--home", str(lib.settings.home), "calibrate"])
+    assert result.exit_code == 0, result.output
+    message = " ".join(result.output.split())
+    assert "no tag has 3 or more corrections yet" in message and "tuned tags" not in message
