@@ -182,6 +182,14 @@ def level_name(name: str, separator: str) -> str:
     return name.replace(separator, SEPARATOR_LOOKALIKES[separator])
 
 
+def names_with_separators(item: "ExportItem") -> bool:
+    """Whether a tag name of ``item`` contains a hierarchy separator (``AC/DC``). Exporters add a
+    marker to their content hash for such photos: sidecars written before separators were replaced
+    (where ``AC/DC`` became two levels) then count as changed and are rewritten."""
+    return any(sep in name for tag in item.tags for name in (*tag.path, *tag.path_zh)
+               for sep in SEPARATOR_LOOKALIKES)
+
+
 _CONTROL_WHITESPACE = "\t\n\r\v\f\x1c\x1d\x1e\x1f\x85"
 
 

@@ -26,6 +26,7 @@ uses any more are removed at the end of a run (not those the user gave an icon o
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -39,6 +40,7 @@ from phototag.export import (
     ExportResult,
     Exporter,
     level_name,
+    names_with_separators,
 )
 from phototag.hookspecs import hookimpl
 
@@ -91,6 +93,12 @@ class DigikamExporter(Exporter):
         except DigikamError as exc:
             self.db = None
             raise ExportError(str(exc)) from exc
+
+    def content_hash(self, item: ExportItem) -> str:
+        digest = super().content_hash(item)
+        if names_with_separators(item):  # written differently since separators are replaced
+            digest = hashlib.sha256(f"{digest}:separators-replaced".encode()).hexdigest()
+        return digest
 
     def paths(self, item: ExportItem) -> list[tuple[str, ...]]:
         paths: set[tuple[str, ...]] = set()

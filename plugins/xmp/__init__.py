@@ -20,10 +20,21 @@ Settings (``[plugins.xmp]`` in config.toml):
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Mapping
 
-from phototag.export import SKIPPED, UNCHANGED, WOULD_WRITE, WRITTEN, ExportError, ExportItem, ExportResult, Exporter
+from phototag.export import (
+    SKIPPED,
+    UNCHANGED,
+    WOULD_WRITE,
+    WRITTEN,
+    ExportError,
+    ExportItem,
+    ExportResult,
+    Exporter,
+    names_with_separators,
+)
 from phototag.hookspecs import hookimpl
 
 from .sidecar import (
@@ -76,6 +87,12 @@ class XmpExporter(Exporter):
     @property
     def root(self) -> str:
         return self.options["root"].strip()
+
+    def content_hash(self, item: ExportItem) -> str:
+        digest = super().content_hash(item)
+        if names_with_separators(item):  # written differently since separators are replaced
+            digest = hashlib.sha256(f"{digest}:separators-replaced".encode()).hexdigest()
+        return digest
 
     def paths(self, item: ExportItem) -> list[tuple[str, ...]]:
         paths: set[tuple[str, ...]] = set()

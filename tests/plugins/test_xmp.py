@@ -381,3 +381,33 @@ def test_odd_tag_names_slash_and_control_characters(make_library, tmp_path):
     assert sorted(found["XMP-dc:Subject"]) == ["AC/DC", "a|b", "bellring", "line break"]
     # what digiKam makes of TagsList: one level below phototag for each tag
     assert all(v.count("/") == 1 for v in found["XMP-digiKam:TagsList"])
+
+
+@needs_exiftool
+def test_a_sidecar_written_before_separators_were_replaced_is_rewritten(make_library, tmp_path):
+    """Upgrade: the state of a photo with "AC/DC" was recorded by the old format (TagsList
+    "phototag/AC/DC", hash without the separator marker): the next export must rewrite it, while a
+    photo without such names stays unchanged."""
+    from phototag.db.models import Photo
+    from phototag.export import Exporter, load_items
+
+    lib = make_library(XMP_ON)
+    band = save_sample("coffee", tmp_path / "photos" / "band.jpg", size=64)
+    cat = save_sample("chelsea", tmp_path / "photos" / "cat.jpg", size=64)
+    band_id, cat_id = add_photo(lib, band), add_photo(lib, cat)
+    model_tag(lib, cat_id, ["indoor"])
+    with lib.session() as session:
+        lib.add_manual_tags(session, session.get(Photo, band_id), ["AC/DC"])
+    assert export_photos(lib, None, ["xmp"]).counts() == {"written": 2}
+    sidecar = band.with_name("band.jpg.xmp")
+    xmp_sidecar.update_keywords(sidecar, [("AC", "DC")], "phototag", create=False)  # what the old format wrote
+    exporter = XmpExporter()
+    with lib.session() as session:
+        item = load_items(session, [band_id])[0]
+        state = session.query(ExportState).filter_by(photo_id=band_id).one()
+        state.content_hash = Exporter.content_hash(exporter, item)  # the old format's hash
+        session.commit()
+
+    assert export_photos(lib, None, ["xmp"]).counts() == {"written": 1, "unchanged": 1}
+    found = exiftool_json(sidecar, "XMP-digiKam:TagsList")
+    assert found["XMP-digiKam:TagsList"] == ["phototag/AC\u2215DC"]
