@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -27,6 +29,80 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+# ---- file paths ---------------------------------------------------------------------------------
+#
+# A POSIX file name is bytes. Python gives a name that is not valid UTF-8 (``latin1_\xe9t\xe9.jpg``
+# from an old archive or a NAS share) as a ``str`` with lone surrogates U+DC80..U+DCFF for the
+# undecodable bytes (PEP 383 ``surrogateescape``, what ``os.fsdecode`` and ``os.listdir`` return).
+# SQLite text must be valid UTF-8, so a path column stores such a name in a reversible form:
+#
+# * each surrogate U+DCxx (the byte 0xXX, 80..ff) is stored as PATH_ESCAPE followed by the two
+#   lowercase hex digits ``xx``;
+# * a PATH_ESCAPE character in a real name is stored doubled;
+# * every other character is stored as it is, so the paths of a library made before this scheme
+#   (all valid UTF-8) read back unchanged and need no migration. The one exception would be an
+#   old row whose path holds U+FFFF itself followed by U+FFFF or by [89a-f][0-9a-f]: U+FFFF is a
+#   Unicode noncharacter, and no such name is known in practice.
+#
+# PATH_ESCAPE is U+FFFF: valid UTF-8 (SQLite, exports and other tools read it), not a character
+# any encoding of a file name produces, and none of SQL LIKE's ``%``/``_``/escape characters, so
+# ``LIKE 'prefix%'`` and ``=``/``IN`` on an encoded value find exactly the encoded rows. Code
+# outside this module never sees the stored form: :class:`FsPath` converts on the way in and out.
+
+PATH_ESCAPE = "\uffff"
+_SURROGATE_OR_ESCAPE = re.compile("[\ud800-\udfff\uffff]")
+_STORED_ESCAPE = re.compile("\uffff(\uffff|[89a-f][0-9a-f])")
+
+
+def _encode_char(match: re.Match) -> str:
+    ch = match.group()
+    if ch == PATH_ESCAPE:
+        return PATH_ESCAPE + PATH_ESCAPE
+    code = ord(ch)
+    if not 0xDC80 <= code <= 0xDCFF:
+        raise ValueError(f"not a file system path: lone surrogate U+{code:04X} (only U+DC80..U+DCFF stand for bytes)")
+    return f"{PATH_ESCAPE}{code - 0xDC00:02x}"
+
+
+def _decode_escape(match: re.Match) -> str:
+    code = match.group(1)
+    return PATH_ESCAPE if code == PATH_ESCAPE else chr(0xDC00 + int(code, 16))
+
+
+def encode_path(path: str) -> str:
+    """The stored (valid UTF-8) form of a path str as ``os.fsdecode`` gives it. Identity for every
+    path that is valid UTF-8 and has no U+FFFF."""
+    if not _SURROGATE_OR_ESCAPE.search(path):
+        return path
+    return _SURROGATE_OR_ESCAPE.sub(_encode_char, path)
+
+
+def decode_path(stored: str) -> str:
+    """The inverse of :func:`encode_path`: ``decode_path(encode_path(p)) == p`` for every path."""
+    if PATH_ESCAPE not in stored:
+        return stored
+    return _STORED_ESCAPE.sub(_decode_escape, stored)
+
+
+class FsPath(TypeDecorator):
+    """A file path column: any name the file system holds, stored losslessly (see above).
+
+    Values bound against the column (``==``, ``IN``, ``startswith``/``LIKE``) are encoded the same
+    way, so queries on paths work on both kinds of names. ``pathlib.Path`` values are accepted."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else encode_path(str(value))
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else decode_path(value)
+
+    def coerce_compared_value(self, op, value):
+        return self
 
 
 class Base(DeclarativeBase):
@@ -50,8 +126,8 @@ class Photo(Base):
     __tablename__ = "photos"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)  # absolute, resolved
-    root: Mapped[str | None] = mapped_column(Text)  # the scanned folder it was found under
+    path: Mapped[str] = mapped_column(FsPath, unique=True)  # absolute, resolved
+    root: Mapped[str | None] = mapped_column(FsPath)  # the scanned folder it was found under
     sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     size: Mapped[int | None] = mapped_column(Integer)
     mtime: Mapped[float | None] = mapped_column(Float)
@@ -170,7 +246,7 @@ class WorkItem(Base):
     __tablename__ = "work_queue"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
     reason: Mapped[str] = mapped_column(String(16), default="new")  # new | changed | retag
     model_name: Mapped[str | None] = mapped_column(Text)  # None = the default model
     priority: Mapped[int] = mapped_column(Integer, default=0)  # higher first; retag < new
@@ -202,5 +278,5 @@ class ExportState(Base):
     photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), index=True)
     exporter: Mapped[str] = mapped_column(Text)
     content_hash: Mapped[str] = mapped_column(String(64))  # hash of what was written
-    target: Mapped[str | None] = mapped_column(Text)  # sidecar path / database written
+    target: Mapped[str | None] = mapped_column(FsPath)  # sidecar path / database written
     exported_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -27,7 +27,7 @@ from sqlalchemy import (
     true,
 )
 
-from phototag.db.models import Caption, ModelRun, Photo, PhotoTag, Tag
+from phototag.db.models import Caption, FsPath, ModelRun, Photo, PhotoTag, Tag, encode_path
 from phototag.query.errors import QueryError
 from phototag.query.fields import sort_columns
 from phototag.query.nodes import (
@@ -87,21 +87,30 @@ def install_sqlite_functions(dbapi_conn: Any) -> None:
 # ---- matchers -------------------------------------------------------------------------------
 
 
+def _as_is(value: str) -> str:
+    return value
+
+
 def matcher_clause(matcher: Matcher, column: ColumnElement[Any]) -> ColumnElement[bool]:
-    """Two-valued SQL for ``matcher.test(column)`` (a NULL column is false, not NULL)."""
+    """Two-valued SQL for ``matcher.test(column)`` (a NULL column is false, not NULL).
+
+    A path column (:class:`~phototag.db.models.FsPath`) stores a file name that is not UTF-8 in
+    an escaped form; the values compared with it are escaped the same way, so ``path:`` finds
+    such names too (a regex or glob sees each undecodable byte as three characters there)."""
     present = column.is_not(None)
+    stored = encode_path if isinstance(getattr(column, "type", None), FsPath) else _as_is
     if isinstance(matcher, Fold):
-        cond = func.phototag_fold(column) == bindparam(None, fold(matcher.value))
+        cond = func.phototag_fold(column) == bindparam(None, stored(fold(matcher.value)))
     elif isinstance(matcher, Exact):
-        cond = column == bindparam(None, matcher.value)
+        cond = column == bindparam(None, stored(matcher.value))
     elif isinstance(matcher, Contains):
-        cond = func.instr(func.phototag_fold(column), bindparam(None, fold(matcher.value))) > 0
+        cond = func.instr(func.phototag_fold(column), bindparam(None, stored(fold(matcher.value)))) > 0
     elif isinstance(matcher, Regex):
-        cond = column.regexp_match(bindparam(None, matcher.pattern))
+        cond = column.regexp_match(bindparam(None, stored(matcher.pattern)))
     elif isinstance(matcher, Prefix):
-        dir_prefix = matcher.dir_prefix
+        dir_prefix = stored(matcher.dir_prefix)
         cond = or_(
-            column == bindparam(None, matcher.value),
+            column == bindparam(None, stored(matcher.value)),
             func.substr(column, 1, bindparam(None, len(dir_prefix))) == bindparam(None, dir_prefix),
         )
     else:
