@@ -24,7 +24,7 @@ def _format_option() -> ListFormat:
 def plugins(ctx: typer.Context, fmt: ListFormat = _format_option()) -> None:
     """List plugins: name, version, hooks, enabled.
 
-    A plugin runs automatically only when its name is in [plugins] enabled of config.toml
+    A plugin runs automatically only when its name is in plugins.enabled of config.toml
     (`phototag plugins enable NAME`; see docs/plugins.md). Built-in hooks are always active.
     """
     if ctx.invoked_subcommand is None:
@@ -78,7 +78,7 @@ def _save(settings, names: list[str]) -> None:
 
 @app.command("enable")
 def enable(name: str = typer.Argument(..., help="An installed plugin's name (see `phototag plugins`).")) -> None:
-    """Add NAME to [plugins] enabled: its exporters then run after every scan/watch batch."""
+    """Add NAME to plugins.enabled in config.toml: its exporters then run after every scan/watch batch."""
     from phototag.config import get_settings
 
     installed = _installed()
@@ -95,7 +95,7 @@ def enable(name: str = typer.Argument(..., help="An installed plugin's name (see
 
 @app.command("disable")
 def disable(name: str = typer.Argument(..., help="An enabled plugin's name.")) -> None:
-    """Remove NAME from [plugins] enabled (it stays installed)."""
+    """Remove NAME from plugins.enabled in config.toml (it stays installed)."""
     from phototag.config import get_settings
 
     settings = get_settings()
