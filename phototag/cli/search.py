@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import List, Optional
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
-from phototag.cli.common import Format, open_library, out, paths_output, print_json
+from phototag.cli.common import Format, markup_safe, open_library, out, paths_output, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -48,11 +48,11 @@ def search(
                 for p in photos
             ])
         else:
-            table = Table("path", "taken", "camera", "tags")
+            table = Table(Column("path", overflow="fold"), "taken", "camera", "tags")  # a path is never cut short
             for p in photos:
                 tags = ", ".join(t["name"] for t in lib.photo_tags(session, p.id)[:8])
-                table.add_row(p.path, p.taken_at.strftime("%Y-%m-%d %H:%M") if p.taken_at else "",
-                              p.camera_model or "", tags)
+                table.add_row(markup_safe(p.path), p.taken_at.strftime("%Y-%m-%d %H:%M") if p.taken_at else "",
+                              markup_safe(p.camera_model or ""), markup_safe(tags))
             out.print(table)
     if not photos:
         raise typer.Exit(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from phototag.cli.common import ListFormat, open_library, out, print_json
+from phototag.cli.common import ListFormat, markup_safe, open_library, out, print_json
 from phototag.library import photo_as_dict
 
 
@@ -27,9 +27,9 @@ def show(
         return
     for key, value in data.items():
         if key != "tags" and value is not None:
-            out.print(f"[bold]{key:>16}[/bold]  {value}")
+            out.print(f"[bold]{key:>16}[/bold]  {markup_safe(str(value))}")
     table = Table("tag", "中文", "score", "source", "model")
     for tag in data["tags"]:
-        table.add_row(tag["name"], tag["name_zh"] or "", "" if tag["score"] is None else f"{tag['score']:.3f}",
-                      tag["source"], tag["model"] or "")
+        table.add_row(markup_safe(tag["name"]), markup_safe(tag["name_zh"] or ""),
+                      "" if tag["score"] is None else f"{tag['score']:.3f}", tag["source"], markup_safe(tag["model"] or ""))
     out.print(table)

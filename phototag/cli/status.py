@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from sqlalchemy import func, select
 
-from phototag.cli.common import ListFormat, open_library, out, print_json
+from phototag.cli.common import ListFormat, markup_safe, open_library, out, print_json
 from phototag.daemon import read_state, running_watcher
 from phototag.db.models import Photo, PhotoStatus, WorkItem
 
@@ -66,7 +66,7 @@ def status(
             flag = " [yellow]paused: not there (unmounted?)[/yellow]" if root.get("paused") else ""
             mode = root.get("mode", "")
             why = f": {root['why_polling']}" if root.get("why_polling") else ""
-            out.print(f"  {root['path']} ({mode}{why}){flag}")
+            out.print(f"  {markup_safe(str(root['path']))} ({mode}{markup_safe(why)}){flag}")
     else:
         out.print("watcher: [red]not running[/red] (start it: phototag watch FOLDER, or phototag service install)")
     q = data["queue"]
@@ -74,5 +74,5 @@ def status(
     p = data["photos"]
     out.print(f"photos: {p['total']} ({p['ok']} ok, {p['missing']} missing, {p['errors']} errors)")
     last = data["last_tagged"]
-    out.print(f"last tagged: {last['path']} at {last['at']}" if last else "last tagged: —")
+    out.print(f"last tagged: {markup_safe(last['path'])} at {last['at']}" if last else "last tagged: —")
     out.print(f"default model: {data['model']}")
