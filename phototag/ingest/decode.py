@@ -4,13 +4,20 @@
 * HEIC/HEIF/AVIF: pillow-heif.
 * RAW (DNG, CR2, NEF, …): the embedded JPEG preview via rawpy; a half-size demosaic only when the
   file has no usable preview.
-* Decompression bombs are refused (``max_pixels``), not decoded.
+* Decompression bombs are refused (``max_pixels``, the ``scan.max_pixels`` setting), not decoded.
+  Pillow's own guard (``Image.MAX_IMAGE_PIXELS``, 89.5 MP by default) would refuse valid photos
+  below our limit, so it is raised to the largest limit a decode asked for (never lowered, never
+  disabled): each decode then applies its own ``max_pixels`` to the size in the file's header,
+  before a single pixel is decoded.
+* A HEIF/AVIF file whose boxes run past the end of the file (an interrupted copy or download) is
+  refused: libheif would otherwise give its small, complete thumbnail-like image as the photo.
 """
 
 from __future__ import annotations
 
 import io
-import warnings
+import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +38,68 @@ class DecodeError(Exception):
     """The file is not a photo we can read; the message says why in plain words."""
 
 
+_pillow_limit_lock = threading.Lock()
+
+
+def _allow_pixels(max_pixels: int) -> None:
+    """Make Pillow's decompression-bomb guard no stricter than ``max_pixels``.
+
+    Pillow reads the module-wide ``Image.MAX_IMAGE_PIXELS`` in ``Image.open`` (a warning above it,
+    an error above twice it). Decode threads with different limits may run at once, so the value
+    is only ever raised, under a lock, to the largest limit asked for; the caller then refuses
+    anything above its own limit itself (:func:`_check_pixels`). Pillow's error, at twice the
+    largest limit, stays as a backstop; a guard switched off (``None``) is left as it is."""
+    current = Image.MAX_IMAGE_PIXELS
+    if current is None or current >= max_pixels:
+        return
+    with _pillow_limit_lock:
+        if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise DecodeError(
+            f"image too large ({width}×{height} pixels = {width * height / 1e6:.1f} MP, more than "
+            f"scan.max_pixels = {max_pixels / 1e6:g} MP): refused as a decompression bomb"
+        )
+
+
+def _check_isobmff_complete(path: Path, size: int) -> None:
+    """Refuse a HEIF/AVIF (ISO base media) file whose top-level boxes run past its end.
+
+    A truncated HEIC still opens: libheif decodes whichever image is complete (in a cut iPhone
+    file, a tiny one), so the photo would be tagged from that. Walking the box headers is cheap
+    (a few reads) and catches every cut that shortens the file."""
+    try:
+        with open(path, "rb") as fh:
+            offset = 0
+            while size - offset >= 8:
+                fh.seek(offset)
+                box_size, box_type = struct.unpack(">I4s", fh.read(8))
+                if box_size == 1:  # 64-bit size follows the type
+                    extended = fh.read(8)
+                    if len(extended) < 8:
+                        raise DecodeError("truncated file: it ends inside a box header")
+                    box_size = struct.unpack(">Q", extended)[0]
+                    header = 16
+                elif box_size == 0:  # the last box: it runs to the end of the file
+                    return
+                else:
+                    header = 8
+                if box_size < header:
+                    raise DecodeError(f"damaged file: a box at byte {offset} has an impossible size ({box_size})")
+                if offset + box_size > size:
+                    name = box_type.decode("latin-1", "replace")
+                    raise DecodeError(
+                        f"truncated file: its '{name}' box ends at byte {offset + box_size}, "
+                        f"but the file has only {size} bytes"
+                    )
+                offset += box_size
+    except OSError as exc:
+        raise DecodeError(f"cannot read: {exc.strerror or exc}") from exc
+
+
 @dataclass
 class DecodedPhoto:
     image: Image.Image  # RGB, orientation applied, possibly reduced (draft) for speed
@@ -47,7 +116,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _decode_raw(path: Path, min_side: int) -> DecodedPhoto:
+def _decode_raw(path: Path, min_side: int, max_pixels: int) -> DecodedPhoto:
     try:
         import rawpy
     except ImportError as exc:  # pragma: no cover
@@ -59,12 +128,16 @@ def _decode_raw(path: Path, min_side: int) -> DecodedPhoto:
             except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
                 thumb = None
             if thumb is not None and thumb.format == rawpy.ThumbFormat.JPEG:
+                _allow_pixels(max_pixels)
                 img = Image.open(io.BytesIO(thumb.data))
+                _check_pixels(*img.size, max_pixels)
                 img.load()
                 img = ImageOps.exif_transpose(img)
             elif thumb is not None and thumb.format == rawpy.ThumbFormat.BITMAP:
                 img = Image.fromarray(thumb.data)
             else:
+                sizes = raw.sizes
+                _check_pixels(sizes.width, sizes.height, max_pixels)
                 rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
                 img = Image.fromarray(rgb)
     except DecodeError:
@@ -90,15 +163,16 @@ def decode_photo(path: Path | str, min_side: int = 448, max_pixels: int = DEFAUL
     if size == 0:
         raise DecodeError("empty file (0 bytes)")
     if path.suffix.lower() in RAW_EXTENSIONS:
-        return _decode_raw(path, min_side)
+        return _decode_raw(path, min_side, max_pixels)
+    _allow_pixels(max_pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+        img = Image.open(path)
+        try:
             full_w, full_h = img.size
-            if full_w * full_h > max_pixels:
-                raise DecodeError(f"image too large ({full_w}×{full_h} pixels): refused as a decompression bomb")
+            _check_pixels(full_w, full_h, max_pixels)
             fmt = img.format or path.suffix.lstrip(".").upper()
+            if img.format in ("HEIF", "AVIF"):
+                _check_isobmff_complete(path, size)
             if img.format == "JPEG":
                 short = min(full_w, full_h)
                 if short > 2 * min_side:
@@ -107,9 +181,12 @@ def decode_photo(path: Path | str, min_side: int = 448, max_pixels: int = DEFAUL
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
             img.load()
+        except BaseException:
+            img.close()  # refused before (or while) decoding: do not leave the file open
+            raise
     except DecodeError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise DecodeError(f"refused as a decompression bomb: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise DecodeError("not an image file (or a format phototag cannot read)") from exc
