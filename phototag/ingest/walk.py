@@ -2,7 +2,8 @@
 
 Hidden files and folders, system folders (Synology ``@eaDir``, Windows recycle bins, thumbnail
 caches) and other tools' caches are skipped. Symbolic links are followed only when their target
-stays inside the root being scanned, and every folder is visited once (no loops).
+stays inside the root being scanned, and every folder is visited once (no loops); a link that
+points nowhere or into a loop of links (``a -> b -> a``) is skipped.
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ def iter_photo_files(
 
     ``follow_symlinks``: also follow links whose target lies inside ``root`` (links that leave
     ``root`` are never followed)."""
-    root = Path(root).expanduser().resolve()
+    try:
+        root = Path(root).expanduser().resolve()
+    except RuntimeError:  # the root itself is a loop of links (Python < 3.13; later: not a folder)
+        return
     exts = {e.lower() for e in extensions}
     if root.is_file():
         st = root.stat()
@@ -80,7 +84,10 @@ def iter_photo_files(
                 if is_link:
                     if not follow_symlinks:
                         continue
-                    target = Path(entry.path).resolve()
+                    try:
+                        target = Path(entry.path).resolve(strict=True)
+                    except (OSError, RuntimeError):  # RuntimeError: a link loop (Python < 3.13)
+                        continue  # a dangling link or a link loop (a -> b -> a): nothing to scan
                     if not _inside(target, root):
                         continue  # never follow a link out of what the user asked to scan
                 if entry.is_dir(follow_symlinks=is_link):
