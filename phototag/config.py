@@ -241,7 +241,7 @@ SCHEMA: tuple[Setting, ...] = (
             optional=True),
     Setting("retag.window", "str", None, 'local-time window for background re-tags ("01:00-06:00")',
             optional=True),
-    Setting("retag.check_seconds", "float", 60.0, "how often `watch` looks for photos due a re-tag; 0 = never",
+    Setting("retag.check_seconds", "float", 60.0, "seconds between two checks of `watch` for photos due a re-tag",
             min=0),
     Setting("retag.batch_limit", "int", 1000, "most photos one background re-tag check queues", min=1),
     Setting("export.auto", "bool|list[str]", True,
