@@ -6,7 +6,7 @@
   and a place in a small category tree (tabby cat → cat → animal, espresso → drink → food), generated
   from WordNet by ``tools/gen_imagenet_tags.py`` into ``data/imagenet_tags.json``.
 * **People**: ImageNet has no "person" class, so a face detector adds ``person`` (one face or more),
-  ``people`` (two or more) and ``portrait`` (one large face). It is dlib's HOG frontal-face detector,
+  ``people`` (two or more confident faces) and ``portrait`` (one large face). It is dlib's HOG frontal-face detector,
   whose model is compiled into the ``dlib`` wheel (``dlib-bin`` on PyPI), so it needs no file either.
 * **Embedding**: the 1280-d pooled features, L2-normalised, for similarity search.
 
@@ -23,7 +23,11 @@ without bf16 units run it slower, so fp32 is the default. Face detection costs �
 ``face_long_side=1024`` (it runs in the decode pool, beside inference).
 
 The face score is dlib's SVM margin ``m`` passed through ``1 / (1 + exp(-4 m))``: 0.5 at dlib's own
-detection threshold (m = 0), 0.98 at m = 1.
+detection threshold (m = 0), 0.98 at m = 1. A face just over dlib's bar is often not a face: in
+scikit-image's astronaut photo (one woman) a patch of her sleeve scores 0.48-0.52 depending on the JPEG
+quality, while real faces there and in the test photos score 0.97-0.99. One face is enough for
+``person`` (the best face decides its score), but ``people`` needs a *second* face scoring at least
+``people_min_face`` (0.8, margin 0.35), so one stray detection no longer turns a portrait into a group.
 """
 
 from __future__ import annotations
@@ -188,6 +192,8 @@ class BuiltinTagger(Tagger):
         1000 tiny probabilities would otherwise add up to "animal" 0.3 on a photo of a daisy)
     :param faces: run the face detector (adds person / people / portrait)
     :param face_min_score: face detector threshold (0.5 = dlib's default)
+    :param people_min_face: the second-best face must score at least this for ``people`` (a weak second
+        detection is more often a sleeve or a pattern than a face)
     :param portrait_min_face: a single face at least this wide, as a fraction of the photo's short side,
         makes the photo a portrait (dlib's box covers brows to chin, about 60 % of the head)
     :param precision: ``"fp32"`` or ``"bf16"`` (CPU autocast)
@@ -210,6 +216,7 @@ class BuiltinTagger(Tagger):
         face_min_score: float = 0.5,
         face_long_side: int = 1024,
         portrait_min_face: float = 0.15,
+        people_min_face: float = 0.8,
         precision: str = "fp32",
         weights: Path | str | None = None,
     ):
@@ -222,6 +229,7 @@ class BuiltinTagger(Tagger):
         self.category_min_score = category_min_score
         self.class_floor = class_floor
         self.portrait_min_face = portrait_min_face
+        self.people_min_face = people_min_face
         self.precision = precision
         self._weights = Path(weights) if weights is not None else None
         self.face_detector = FaceDetector(face_long_side, face_min_score) if faces else None
@@ -257,6 +265,7 @@ class BuiltinTagger(Tagger):
             "face_min_score": det.min_score if det else None,
             "face_long_side": det.long_side if det else None,
             "portrait_min_face": self.portrait_min_face,
+            "people_min_face": self.people_min_face,
             "precision": self.precision,
         }
 
@@ -352,7 +361,7 @@ class BuiltinTagger(Tagger):
         if not len(faces):
             return {}
         out = {PERSON: faces.scores[0]}
-        if len(faces) >= 2:
+        if len(faces) >= 2 and faces.scores[1] >= self.people_min_face:
             out[PEOPLE] = faces.scores[1]
         elif self._is_portrait(faces):
             out[PORTRAIT] = faces.scores[0]

@@ -278,3 +278,41 @@ def test_generated_tag_table_is_up_to_date():
         [sys.executable, str(REPO / "tools" / "gen_imagenet_tags.py"), "--check"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+# ---- through the CLI: a real library scanned by the built-in model ----------------------------------------
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory, sample_photos):
+    """A library home with the sample photos (JPEG files, as a user has them) scanned by `phototag scan`."""
+    from typer.testing import CliRunner
+
+    from phototag.cli import app
+
+    home = tmp_path_factory.mktemp("builtin-home")
+    result = CliRunner().invoke(app, ["--home", str(home), "scan", "--quiet", str(sample_photos)])
+    assert result.exit_code == 0, result.output
+    return home, sample_photos
+
+
+def cli(home, *args):
+    from typer.testing import CliRunner
+
+    from phototag.cli import app
+
+    return CliRunner().invoke(app, ["--home", str(home), *args])
+
+
+def shown_tags(scanned, name: str) -> dict[str, float]:
+    home, photos = scanned
+    result = cli(home, "show", str(photos / f"{name}.jpg"), "--format", "json")
+    assert result.exit_code == 0, result.output
+    return {t["name"]: t["score"] for t in json.loads(result.stdout)["tags"]}
+
+
+def test_a_single_person_portrait_is_not_people(scanned, tagger):
+    # the JPEG of the astronaut has a second, weak "face" (a patch of her sleeve, dlib score ≈ 0.52):
+    # one stray detection must not make a one-person portrait a group photo
+    weak = tagger.prepare(Image.open(scanned[1] / "astronaut.jpg").convert("RGB")).faces
+    assert len(weak) >= 2 and weak.scores[1] < 0.8 <= weak.scores[0]
+    tags = shown_tags(scanned, "astronaut")
+    assert "person" in tags and "portrait" in tags and "people" not in tags
