@@ -253,6 +253,11 @@ class WorkItem(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     enqueued_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # revision 0004: who works on the row (crash-safe cross-process claims), and crash evidence
+    owner: Mapped[str | None] = mapped_column(Text)  # "host:pid:start" of the claiming process
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime)  # the owner was alive then
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # failed while alone in flight
+    set_aside_for: Mapped[str | None] = mapped_column(Text)  # "version|model_id|weights" it failed for
 
 
 class TagRemoval(Base):
