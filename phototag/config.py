@@ -246,6 +246,9 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("retag.batch_limit", "int", 1000, "most photos one background re-tag check queues", min=1),
     Setting("export.auto", "bool|list[str]", True,
             "exporters run after tagging: true = every enabled one, false = none, or a list of names"),
+    Setting("export.min_score", "float", 0.0,
+            "a model's tag scored below this is kept in the library but not written to sidecars/apps; "
+            "your own tags always are", min=0, max=1),
     Setting("plugins.enabled", "list[str]", [], "plugins that are active (names as `phototag plugins` shows them)",
             example='["xmp"]'),
     Setting("plugins.xmp.root", "str", "phototag", "the keyword phototag's tags are written under",

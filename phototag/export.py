@@ -272,14 +272,21 @@ class _TagPaths:
         return result
 
 
-def load_items(session: Session, photo_ids: Sequence[int], tag_paths: _TagPaths | None = None) -> list[ExportItem]:
-    """Build export items for ``photo_ids`` (in that order; ids that do not exist are dropped)."""
+def load_items(session: Session, photo_ids: Sequence[int], tag_paths: _TagPaths | None = None,
+               min_score: float = 0.0) -> list[ExportItem]:
+    """Build export items for ``photo_ids`` (in that order; ids that do not exist are dropped).
+
+    ``min_score`` (the ``export.min_score`` setting): a model's tag scored below it stays in the
+    library (searchable) but is not written out; tags the user gave (manual) always are."""
     tag_paths = tag_paths or _TagPaths(session)
     photos = {p.id: p for p in session.scalars(select(Photo).where(Photo.id.in_(photo_ids)))}
     by_photo: dict[int, dict[int, set[str]]] = {}
-    for photo_id, tag_id, source in session.execute(
-        select(PhotoTag.photo_id, PhotoTag.tag_id, PhotoTag.source).where(PhotoTag.photo_id.in_(photo_ids))
+    for photo_id, tag_id, source, score in session.execute(
+        select(PhotoTag.photo_id, PhotoTag.tag_id, PhotoTag.source, PhotoTag.score)
+        .where(PhotoTag.photo_id.in_(photo_ids))
     ):
+        if source == TagSource.model.value and score is not None and score < min_score:
+            continue
         by_photo.setdefault(photo_id, {}).setdefault(tag_id, set()).add(source)
     items = []
     for photo_id in photo_ids:
@@ -357,6 +364,11 @@ def export_photos(
         chosen = resolve_exporters(list(exporters) if exporters is not None else None, settings)  # type: ignore[arg-type]
     make_session = _session_factory(db)
     report = ExportReport(dry_run=dry_run, exporters=[e.name for e in chosen])
+    if settings is None:
+        from phototag.config import get_settings
+
+        settings = get_settings()
+    min_score = float(settings.get("export.min_score"))
     if not chosen:
         return report
 
@@ -384,7 +396,7 @@ def export_photos(
         for start in range(0, len(ids), batch_size):
             batch_ids = ids[start:start + batch_size]
             with make_session() as session:
-                items = load_items(session, batch_ids, tag_paths)
+                items = load_items(session, batch_ids, tag_paths, min_score)
                 statuses = {pid: status for pid, status in session.execute(
                     select(Photo.id, Photo.status).where(Photo.id.in_(batch_ids)))}
                 states = {

@@ -362,3 +362,33 @@ def test_readme_export_line_works_on_a_fresh_library_without_config(tmp_path):
         "`phototag plugins` lists the installed plugins."]
     code, stdout, stderr = run()  # no --to: the enabled exporters, and none is
     assert code == 2 and "--to xmp" in stderr
+
+
+def test_min_score_keeps_weak_model_tags_out_of_sidecars_but_never_the_users(lib, tmp_path):
+    class Scored(OneTagger):
+        def predict(self, batch):
+            return [Prediction(tags=[TagScore("tabby cat", 0.9), TagScore("weapon", 0.15)]) for _ in batch]
+
+    path = save_sample("chelsea", tmp_path / "photos" / "chelsea.jpg", size=64)
+    data = path.read_bytes()
+    with lib.session() as session:
+        photo = lib.upsert_photo(session, PhotoFacts(path=path, root=path.parent, size=len(data), mtime=0.0,
+                                                     sha256=hashlib.sha256(data).hexdigest()))
+        tagger = Scored([])
+        lib.store_prediction(session, photo, lib.start_model_run(session, tagger), tagger, tagger.predict([None])[0])
+        lib.add_manual_tags(session, photo, ["grandma"])  # score 1.0, source manual
+
+    def subjects() -> set[str]:
+        out = subprocess.run(["exiftool", "-j", "-XMP-dc:Subject", str(path) + ".xmp"], capture_output=True,
+                             text=True, check=True)
+        value = json.loads(out.stdout)[0].get("Subject", [])
+        return {value} if isinstance(value, str) else set(value)
+
+    assert export_photos(lib, None, ["xmp"], settings=lib.settings).counts() == {"written": 1}
+    assert {"weapon", "tabby cat", "grandma"} <= subjects()  # default 0: everything stored is exported
+    lib.settings.set_value("export.min_score", 0.5)
+    assert export_photos(lib, None, ["xmp"], settings=lib.settings).counts() == {"written": 1}  # not "unchanged"
+    got = subjects()
+    assert "weapon" not in got and {"tabby cat", "grandma"} <= got
+    with lib.session() as session:  # still in the library, still searchable
+        assert "weapon" in {t["name"] for t in lib.photo_tags(session, photo.id)}
