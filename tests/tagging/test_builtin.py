@@ -316,3 +316,14 @@ def test_a_single_person_portrait_is_not_people(scanned, tagger):
     assert len(weak) >= 2 and weak.scores[1] < 0.8 <= weak.scores[0]
     tags = shown_tags(scanned, "astronaut")
     assert "person" in tags and "portrait" in tags and "people" not in tags
+
+
+def test_chinese_names_come_with_the_built_in_vocabulary(scanned):
+    home, photos = scanned
+    table = TagTable.load()
+    assert table.names_zh["cat"] == "猫" and table.names_zh["espresso"] == "浓缩咖啡"
+    assert "crane (bird)" not in table.names_zh  # "crane" is also the machine (起重机): no name through it
+    result = cli(home, "search", "猫")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str((photos / "chelsea.jpg").resolve())]
+    assert cli(home, "search", "饮品").stdout.split() == [str((photos / "coffee.jpg").resolve())]
