@@ -179,6 +179,25 @@ def test_odd_name_is_tagged_unchanged_on_rescan_found_moved_and_marked_missing(m
         assert lib.photo_by_path(s, root / "plain.jpg").status == "ok"
 
 
+@NEEDS_KEYWORDS_FIX
+def test_a_root_folder_whose_name_is_not_utf8_is_scanned_and_its_vanished_photos_marked(make_library, tmp_path):
+    lib = make_library()
+    tagger = ColourTagger()
+    root = fs(tmp_path, b"Bilder_\xe9")
+    for i in range(3):
+        write_photo(root / "2020" / f"p{i}.jpg", i)
+    sibling = fs(tmp_path, b"Bilder_\xe9_alt")  # shares the root's name as a prefix: never touched
+    write_photo(sibling / "keep.jpg", 7)
+    assert Pipeline(lib, tagger).scan([root, sibling]).new == 4
+    (root / "2020" / "p1.jpg").unlink()
+    report = Pipeline(lib, tagger).scan([root])
+    assert (report.missing, report.unchanged) == (1, 2)
+    with lib.session() as s:
+        assert lib.photo_by_path(s, root / "2020" / "p1.jpg").status == "missing"
+        assert lib.photo_by_path(s, sibling / "keep.jpg").status == "ok"
+        assert {p.root for p in s.query(Photo)} == {str(root), str(sibling)}
+
+
 def test_non_utf8_name_is_stored_as_valid_utf8_text(make_library, tmp_path):
     """Other tools read the library: the stored text is valid UTF-8 (the byte as an escape)."""
     lib = make_library()
