@@ -17,8 +17,14 @@ entries under that root. ``dc:subject`` has no hierarchy, so the leaf names phot
 are listed in ``Xmp.phototag.subjects``; an update removes exactly those and never a keyword that
 was there before phototag. Every other property of the packet is kept as exiv2 read it.
 
-Files are never edited in place: the sidecar (or image) is copied to a temporary file beside it,
-exiv2 edits the copy, the copy is flushed to disk and renamed over the original.
+Files are never edited in place: exiv2 edits the sidecar's (or image's) bytes in memory, Python
+writes the result to a temporary file beside the original, flushes it to disk and renames it over
+the original.
+
+Any file name works. exiv2 takes a name as UTF-8 text, so a name that is not valid UTF-8
+(``latin1_\xe9t\xe9.jpg`` from an old archive or a NAS share; Python spells its bytes as lone
+surrogates) is never handed to it: writes always go through memory, and reads of such a file do
+too (other names are opened by exiv2 itself, which reads only the metadata of a large RAW file).
 """
 
 from __future__ import annotations
@@ -214,15 +220,44 @@ def read_fields(xmp_data) -> KeywordFields:
     )
 
 
+def _exiv2_name(path: Path | str) -> str | None:
+    """``path`` as the name exiv2 opens (it encodes a str as UTF-8 and opens those bytes), or None
+    when those would not be the file's bytes: a name that is not valid UTF-8."""
+    name = os.fspath(path)
+    try:
+        if name.encode("utf-8") == os.fsencode(name):
+            return name
+    except UnicodeEncodeError:  # lone surrogates: bytes os.fsdecode could not decode
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator:
+    """exiv2's image of the file at ``path``, its metadata read; any file name. Raises
+    Exiv2Error or OSError."""
+    exiv2 = _exiv2()
+    name = _exiv2_name(path)
+    if name is not None:
+        image = exiv2.ImageFactory.open(name)
+        image.readMetadata()
+        yield image
+        return
+    data = Path(path).read_bytes()  # held here while exiv2 reads from it
+    image = exiv2.ImageFactory.open(data)
+    image.readMetadata()
+    yield image
+    del image
+
+
 def read_fields_of(path: Path) -> KeywordFields:
     """The keyword fields of one sidecar or image file."""
     exiv2 = _exiv2()
     try:
-        image = exiv2.ImageFactory.open(str(path))
-        image.readMetadata()
-    except exiv2.Exiv2Error as exc:
+        with _opened(path) as image:
+            return read_fields(image.xmpData())
+    except (exiv2.Exiv2Error, OSError) as exc:
         raise XmpError(f"{path}: {exc}") from exc
-    return read_fields(image.xmpData())
 
 
 def write_fields(xmp_data, fields: KeywordFields) -> None:
@@ -307,33 +342,44 @@ def update_keywords(target: Path, paths: Sequence[Sequence[str]], root: str, *, 
         exists = False  # an empty sidecar (left by some tool) holds nothing to keep
     if not exists and not create:
         raise XmpError(f"{target} does not exist")
+    # exiv2 works on the bytes in memory, never on a file it opens by name: any file name works
+    # (see the module's docstring), the file is read once, and it measured faster than letting
+    # exiv2 edit a copy on disk (200 sidecars: 1.2x for updates, 2.2x for new ones; a 10 MB JPEG
+    # 1.4-2.8x), with the same bytes written.
     try:
         if exists:
-            image = exiv2.ImageFactory.open(str(target))
+            data = target.read_bytes()  # held here while exiv2 reads from it
+            image = exiv2.ImageFactory.open(data)
             image.readMetadata()
             current = read_fields(image.xmpData())
         else:
+            image = None
             current = KeywordFields()
         new = merge_keywords(current, paths, root)
         if new == current or (not exists and not new.tags_list):
             return False, new
         if dry_run:
             return True, new
-        with _temp_beside(target) as tmp:
-            if exists:
-                shutil.copy2(target, tmp)
-                image = exiv2.ImageFactory.open(str(tmp))
-                image.readMetadata()
-            else:
-                tmp.unlink()
-                image = exiv2.ImageFactory.create(exiv2.ImageType.xmp, str(tmp))
-            write_fields(image.xmpData(), new)
-            image.writeMetadata()
-            del image  # close exiv2's file handle before the rename
-            _replace(tmp, target)
-        return True, new
+        if image is None:
+            image = exiv2.ImageFactory.create(exiv2.ImageType.xmp)
+        write_fields(image.xmpData(), new)
+        image.writeMetadata()
+        content = bytes(image.io().data())
+        del image
     except exiv2.Exiv2Error as exc:
         raise XmpError(f"{target}: {exc}") from exc
+    with _temp_beside(target) as tmp:
+        if exists:
+            with open(tmp, "wb") as handle:
+                handle.write(content)
+            shutil.copystat(target, tmp)  # its mode and extended attributes, as a copy keeps them
+            os.utime(tmp)  # but not its times: this is a new version, written now
+        else:
+            tmp.unlink()  # made again as any new file is (mkstemp's is private to its owner)
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as handle:
+                handle.write(content)
+        _replace(tmp, target)
+    return True, new
 
 
 # ---- reading the user's keywords ---------------------------------------------------------------
@@ -376,21 +422,19 @@ def read_keywords(path: Path | str, root: str | None = "phototag",
     flat: set[str] = set()
     for source in [*find_sidecars(path), path]:
         try:
-            image = exiv2.ImageFactory.open(str(source))
-            image.readMetadata()
-        except exiv2.Exiv2Error as exc:
-            log.debug("no keywords read from %s: %s", source, exc)
+            with _opened(source) as image:
+                h, f = _keywords_from_xmp(image.xmpData(), root)
+                if source == path:
+                    for datum in image.iptcData():
+                        if datum.key() == IPTC_KEYWORDS:
+                            value = datum.toString().strip()
+                            if value:
+                                f.add(value)
+        except (exiv2.Exiv2Error, OSError) as exc:
+            log.debug("no keywords read from %r: %s", source, exc)
             continue
-        h, f = _keywords_from_xmp(image.xmpData(), root)
         hierarchical |= h
         flat |= f
-        if source == path:
-            iptc = image.iptcData()
-            for datum in iptc:
-                if datum.key() == IPTC_KEYWORDS:
-                    value = datum.toString().strip()
-                    if value:
-                        flat.add(value)
     ignored = set(ignored_roots)
     hierarchical = {p for p in hierarchical if p and p[0] not in ignored}
     flat = {f for f in flat if f.split("|")[0].strip() not in ignored}
