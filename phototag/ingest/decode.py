@@ -77,6 +77,8 @@ def _check_isobmff_complete(path: Path, size: int) -> None:
             while size - offset >= 8:
                 fh.seek(offset)
                 box_size, box_type = struct.unpack(">I4s", fh.read(8))
+                if not all(0x20 <= c <= 0x7E for c in box_type):
+                    return  # not a box: a trailer some cameras append after the last box
                 if box_size == 1:  # 64-bit size follows the type
                     extended = fh.read(8)
                     if len(extended) < 8:

@@ -413,6 +413,9 @@ def test_truncated_heic_is_an_error_not_a_tiny_thumbnail(make_library, tmp_path)
             decode_photo(cut)
     for whole in ("pug.heic", "xiaomi.heic", "L_exif_xmp_iptc.heic"):
         assert decode_photo(TEST_PHOTOS / "heic" / whole).width >= 64
+    trailer = tmp_path / "trailer.heic"  # bytes after the last box that are not a box: not a cut
+    trailer.write_bytes(data + b"\x00\x01\xff\xfe" + b"\x12" * 40)
+    assert decode_photo(trailer).width == 4032
 
     lib = make_library()
     root = tmp_path / "Pictures"
