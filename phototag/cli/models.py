@@ -1,7 +1,8 @@
-"""phototag models add|list|default|verify: install and manage RAM / RAM++ / Tag2Text model packs."""
+"""phototag models download|add|list|default|verify: install and manage RAM / RAM++ / Tag2Text model packs."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -43,11 +44,60 @@ def add(
     settings = get_settings()
     with console.status(f"Checking and converting {checkpoint.name} …"):
         info = add_pack(settings.models_dir, name, checkpoint, tags, tags_zh, thresholds, vocab, replace=replace)
+    _print_added(info, settings.default_model)
+
+
+def _print_added(info, default_model: str) -> None:
     size = (info.path / "weights.safetensors").stat().st_size
     out.print(f"Added model [bold]{info.name}[/]: {info.description}")
     out.print(f"  weights {info.path / 'weights.safetensors'} ({size / 1e6:,.0f} MB, sha256 {info.weights_sha256[:16]}…)")
-    if settings.default_model != info.name:
+    if default_model != info.name:
         out.print(f"  make it the default with: phototag models default {info.name}")
+
+
+class OfficialModel(str, Enum):
+    ram_plus = "ram_plus"
+    ram = "ram"
+    tag2text = "tag2text"
+
+
+@app.command("download")
+def download(
+    model: OfficialModel = typer.Argument(
+        ..., help="ram_plus (RAM++, a 3.0 GB download), ram (5.6 GB) or tag2text (4.5 GB; tags and captions).",
+        show_default=False,
+    ),
+    name: Optional[str] = typer.Option(None, "--name", help="Name to call the pack by (default: the model's name).",
+                                       show_default=False),
+    replace: bool = typer.Option(False, "--replace", help="Replace an existing pack of that name."),
+    keep_download: bool = typer.Option(False, "--keep-download",
+                                       help="Keep the downloaded files in <home>/models/.downloads afterwards."),
+    files_url: Optional[str] = typer.Option(
+        None, "--files-url", show_default=False,
+        help="Base URL (or a folder) of the tag lists, instead of the official GitHub repository at its pinned "
+             "commit (also PHOTOTAG_RAM_FILES_URL). The checkpoint comes from HF_ENDPOINT (huggingface.co).",
+    ),
+) -> None:
+    """Fetch an official checkpoint and tag files (sha256-checked, resumable) and install them like `models add`."""
+    from phototag.cli import show_user_error
+    from phototag.tagging.download import DownloadError, download_model
+
+    settings = get_settings()
+
+    def report(message: str) -> None:
+        console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    try:
+        result = download_model(settings.models_dir, model.value, name, replace=replace, keep_download=keep_download,
+                                files_base=files_url, report=report)
+    except DownloadError as exc:
+        show_user_error(exc)
+        if exc.manual:
+            typer.echo(exc.manual, err=True)
+        raise typer.Exit(2) from None
+    _print_added(result.info, settings.default_model)
+    if result.kept:
+        out.print(f"  downloaded files kept in {result.folder}")
 
 
 @app.command("list")

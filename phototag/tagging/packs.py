@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .base import TaggerError
+from .models.ram import RamArch
 from .vocab import vocabulary_for
 from .weights import (
     CONVERTED_FORMAT,
@@ -106,6 +107,15 @@ def _check_name(name: str) -> None:
         )
 
 
+def check_new_pack(models_dir: Path | str, name: str, replace: bool = False) -> None:
+    """Raise :class:`PackError` unless :func:`add_pack` may install a pack called ``name``
+    (a valid name, not taken unless ``replace``). Lets a caller fail before a long download."""
+    _check_name(name)
+    models_dir = Path(models_dir)
+    if (models_dir / name).exists() and not replace:
+        raise PackError(f"a model pack called {name!r} already exists in {models_dir} (--replace replaces it)")
+
+
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -122,17 +132,18 @@ def add_pack(
     vocab: Path | str | None = None,
     *,
     replace: bool = False,
+    arch: RamArch | None = None,
 ) -> PackInfo:
     """Check an official checkpoint and its tag files, convert, and install them as pack ``name``.
 
     The architecture comes from the checkpoint's keys; the tag list must have as many names as the
     checkpoint has classes. Tag2Text keeps its caption modules only when a BERT ``vocab`` is given.
+    ``arch`` overrides the released architecture, as in :func:`~.weights.prepare_state` (tests
+    install tiny models; the released width is not required then).
     """
-    _check_name(name)
+    check_new_pack(models_dir, name, replace)
     models_dir = Path(models_dir)
     final = models_dir / name
-    if final.exists() and not replace:
-        raise PackError(f"a model pack called {name!r} already exists in {models_dir}")
     checkpoint = Path(checkpoint)
     for label, p in (("tag list", tags), ("Chinese tag list", tags_zh), ("threshold file", thresholds),
                      ("BERT vocabulary", vocab)):
@@ -140,13 +151,13 @@ def add_pack(
             raise PackError(f"{label} {p} does not exist")
 
     state = read_checkpoint(checkpoint)
-    kind = identify(official_key_transform(state))
+    kind = identify(official_key_transform(state), check_width=arch is None)
     vocabulary = vocabulary_for(kind.kind, tags, thresholds, tags_zh)  # validates files before any big write
     vocabulary.check_classes(kind.num_classes)
     if vocab is not None and kind.kind != "tag2text":
         raise PackError(f"--vocab is only for Tag2Text captions; this checkpoint is {kind.kind}")
     captioning = kind.kind == "tag2text" and vocab is not None
-    prepared, kind, model = prepare_state(state, captioning=captioning)
+    prepared, kind, model = prepare_state(state, captioning=captioning, arch=arch)
 
     models_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=models_dir))
@@ -281,5 +292,6 @@ def load_pack_tagger(
 
 
 __all__ = [
-    "PackError", "PackInfo", "WeightsError", "add_pack", "list_packs", "load_pack_tagger", "read_pack", "verify_pack",
+    "PackError", "PackInfo", "WeightsError", "add_pack", "check_new_pack", "list_packs", "load_pack_tagger",
+    "read_pack", "verify_pack",
 ]
