@@ -82,9 +82,16 @@ class Database:
     sessionmaker: sessionmaker[Session]
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session whose transaction commits on success and rolls back on error."""
+    def session(self, immediate: bool = False) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error.
+
+        ``immediate``: the transaction starts with SQLite's ``BEGIN IMMEDIATE`` (the write lock, waiting
+        up to busy_timeout for another writer), so that everything it reads stays true until it
+        commits: a check-then-insert cannot race another process. Otherwise the driver begins the
+        transaction at its first write, and reads before that see whatever was committed then."""
         with self.sessionmaker() as session, session.begin():
+            if immediate:
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield session
 
     def current_revision(self) -> str | None:
@@ -128,6 +135,13 @@ class Database:
 
         cfg = _alembic_config()
         with self.engine.begin() as conn:
+            # one upgrade at a time: two processes opening a new (or old) library at once (two scans,
+            # a scan and the watcher) must not both create its tables. Under the write lock the
+            # revision is read again; SQLite's DDL is transactional, so the upgrade is all or nothing.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            now = MigrationContext.configure(conn).get_current_revision()
+            if now == head_revision() and revision == "head":
+                return backup_path
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
         return backup_path

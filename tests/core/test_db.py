@@ -102,3 +102,24 @@ def test_a_failed_copy_leaves_no_file_under_the_backup_name(tmp_path):
     with pytest.raises(sqlite3.DatabaseError):
         copy_database(source, tmp_path / "copy.bak")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["phototag.db"]
+
+
+def test_processes_opening_a_new_library_at_once_create_it_once(tmp_path):
+    """Two scans (or a scan and the watcher) started on a new home at the same moment: before, both
+    ran the initial migration and one failed with "table … already exists"."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "phototag.db"
+    code = ("import sys, time\nfrom phototag.db.engine import open_database\n"
+            "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\nopen_database(sys.argv[1]).dispose()\n")
+    import time
+
+    start = time.time() + 3.0  # all imported by then: they open the file within a few ms of each other
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(start)], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    db = open_database(path)
+    assert db.current_revision() == head_revision()
+    db.dispose()
