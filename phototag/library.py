@@ -17,6 +17,7 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from phototag.config import Settings, get_settings
@@ -31,7 +32,6 @@ from phototag.db.models import (
     Tag,
     TagRemoval,
     TagSource,
-    WorkItem,
     utcnow,
 )
 from phototag.tagging.base import Prediction, Tagger
@@ -69,11 +69,12 @@ class Library:
         return self.db.engine
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, immediate: bool = False) -> Iterator[Session]:
         """One transaction: committed on success, rolled back on error (and the tag-id cache,
-        which may name rows of the rolled-back transaction, is forgotten)."""
+        which may name rows of the rolled-back transaction, is forgotten). ``immediate``: take the
+        write lock first, so that what it reads stays true until it commits (other writers wait)."""
         try:
-            with self.db.session() as session:
+            with self.db.session(immediate=immediate) as session:
                 yield session
         except BaseException:
             self._tag_ids.clear()
@@ -85,6 +86,19 @@ class Library:
     # ---- lookups --------------------------------------------------------------------------
     def photo_by_path(self, session: Session, path: Path | str) -> Photo | None:
         return session.scalar(select(Photo).where(Photo.path == str(path)))
+
+    def _photo_row(self, session: Session, path: Path | str, root: Path | None) -> Photo:
+        """The row for ``path``, created if there is none. Race-free: another process or thread creating
+        the same path at the same moment is no UNIQUE failure (INSERT … ON CONFLICT DO NOTHING, then read)."""
+        photo = self.photo_by_path(session, path)
+        if photo is None:
+            now = utcnow()
+            session.execute(sqlite_insert(Photo).values(
+                path=str(path), root=str(root) if root else None, status=PhotoStatus.ok.value, added_at=now,
+                updated_at=now,
+            ).on_conflict_do_nothing(index_elements=[Photo.path]))
+            photo = self.photo_by_path(session, path)
+        return photo
 
     def resolve_photo(self, session: Session, ref: str) -> Photo:
         """A photo from a path (absolute or relative to the cwd), a library id (``#12``) or a sha256 prefix."""
@@ -101,10 +115,7 @@ class Library:
     # ---- files ----------------------------------------------------------------------------
     def upsert_photo(self, session: Session, facts: PhotoFacts) -> Photo:
         """Create or refresh the row for a readable photo file (status ok)."""
-        photo = self.photo_by_path(session, facts.path)
-        if photo is None:
-            photo = Photo(path=str(facts.path), added_at=utcnow())
-            session.add(photo)
+        photo = self._photo_row(session, facts.path, facts.root)
         photo.root = str(facts.root) if facts.root else photo.root
         photo.size = facts.size
         photo.mtime = facts.mtime
@@ -123,25 +134,24 @@ class Library:
     def record_error(
         self, session: Session, path: Path, root: Path | None, error: str, size: int | None = None,
         mtime: float | None = None, sha256: str | None = None, queued_at: dt.datetime | None = None,
+        keep_queued: bool = False,
     ) -> Photo:
         """Remember that a file could not be read, with the reason (it is retried when it changes).
 
-        Its work-queue row goes too; with ``queued_at`` (a claimed row's ``enqueued_at``) only if it
-        was not enqueued again meanwhile: the file changed in flight, so its new version is tried."""
-        photo = self.photo_by_path(session, path)
-        if photo is None:
-            photo = Photo(path=str(path), root=str(root) if root else None, added_at=utcnow())
-            session.add(photo)
+        Its work-queue row goes too (unless ``keep_queued``); with ``queued_at`` (a claimed row's
+        ``enqueued_at``) only if it was not enqueued again meanwhile: the file changed in flight, so
+        its new version is tried."""
+        from phototag.ingest.queue import settle
+
+        photo = self._photo_row(session, path, root)
         photo.status = PhotoStatus.error.value
         photo.error = error
         photo.size = size
         photo.mtime = mtime
         photo.sha256 = sha256
         photo.updated_at = utcnow()
-        stale = delete(WorkItem).where(WorkItem.path == str(path))
-        if queued_at is not None:
-            stale = stale.where(WorkItem.enqueued_at <= queued_at)
-        session.execute(stale)
+        if not keep_queued:
+            settle(session, path, queued_at)
         session.flush()
         return photo
 
@@ -206,11 +216,13 @@ class Library:
             parent_id = create(parent, depth + 1) if parent and depth < 64 else None
             if name in self._tag_ids:  # a parent cycle came back round to this tag
                 return self._tag_ids[name]
-            tag = Tag(name=name, name_zh=names_zh.get(name), parent_id=parent_id)
-            session.add(tag)
-            session.flush()
-            self._tag_ids[name] = tag.id
-            return tag.id
+            # another process (a second scan, the watcher, `tag add`) may create the same tag right now:
+            # insert it unless it exists, then read its id (never a UNIQUE failure)
+            session.execute(sqlite_insert(Tag).values(name=name, name_zh=names_zh.get(name), parent_id=parent_id)
+                            .on_conflict_do_nothing(index_elements=[Tag.name]))
+            tag_id = session.scalar(select(Tag.id).where(Tag.name == name))
+            self._tag_ids[name] = tag_id
+            return tag_id
 
         for name in wanted:  # parents are created before their children
             create(name)

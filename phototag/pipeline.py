@@ -8,7 +8,10 @@ Shared by ``scan``, ``watch`` and ``retag``:
 * inference runs in the calling thread, the one owner of the model; batches flush on size or after
   ``batch_timeout`` seconds so a lone new photo is not kept waiting;
 * each batch is persisted in one transaction (photos, tags, embeddings, captions, and the removal of
-  the batch's work-queue rows), so a crash never leaves half a batch.
+  the batch's work-queue rows), so a crash never leaves half a batch;
+* ``scan`` claims each file that needs the model in the work queue before decoding it
+  (:meth:`phototag.ingest.queue.WorkQueue.claim_path`): two scans of one library, or a scan and the
+  watcher, never tag one file twice; a file another live process holds is left to it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import datetime
 import logging
 import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator
 from sqlalchemy import select
 
 from phototag import plugins
-from phototag.db.models import ModelRun, Photo, PhotoStatus, WorkItem
+from phototag.db.models import ModelRun, Photo, PhotoStatus
 from phototag.ingest.decode import DecodeError, decode_photo
 from phototag.ingest.exif import read_exif
 from phototag.ingest.fingerprint import sha256_file
@@ -37,6 +42,10 @@ from phototag.tagging.base import Tagger
 from phototag_plugins.xmp.sidecar import read_keywords
 
 log = logging.getLogger(__name__)
+
+
+class PersistError(Exception):
+    """A batch could not be stored (the database failed, not the photos): nothing is to blame on them."""
 
 
 @dataclass
@@ -64,6 +73,7 @@ class Report:
     missing: int = 0
     retagged: int = 0
     tagged: int = 0
+    busy: int = 0  # files another running phototag process was tagging (left to it)
     errors: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     model_seconds: float = 0.0
@@ -72,6 +82,7 @@ class Report:
         return {
             "new": self.new, "updated": self.updated, "unchanged": self.unchanged, "moved": self.moved,
             "failed": self.failed, "missing": self.missing, "retagged": self.retagged, "tagged": self.tagged,
+            "busy": self.busy,
             "seconds": round(self.seconds, 3), "model_seconds": round(self.model_seconds, 3),
             "errors": [{"path": p, "error": e} for p, e in self.errors],
         }
@@ -117,6 +128,7 @@ class Pipeline:
         self.on_commit = on_commit
         self.stop_event = stop_event or threading.Event()
         self._run_id: int | None = None
+        self._claimed: dict[str, datetime.datetime] | None = None  # scan's claims not settled yet
 
     # ---- scanning -------------------------------------------------------------------------
     def scan(self, roots: Iterable[Path | str]) -> Report:
@@ -132,8 +144,20 @@ class Pipeline:
                 continue
             found.extend(iter_photo_files(root, self.extensions, self.follow_symlinks))
         self.progress("total", len(found))
-        jobs = self._classify(found, report)
-        self.process(jobs, report)
+        from phototag.ingest.queue import WorkQueue
+
+        claims = WorkQueue(self.library)
+        claimed: dict[str, datetime.datetime] = {}
+        self._claimed = claimed
+        finished = False
+        try:
+            self.process(self._claim(claims, self._classify(found, report), report, claimed), report)
+            finished = True
+        finally:
+            # claims never settled (stopped, or failed): back to the queue for the next scan or the watcher
+            self._claimed = None
+            claims.release(list(claimed), charge=not finished and not self.stop_event.is_set())
+            claims.close()
         for root in roots:
             if root.is_dir():
                 report.missing += self._mark_vanished(root, {str(f.path) for f in found})
@@ -180,6 +204,30 @@ class Pipeline:
                         self.progress("advance", 1)
                         continue
             yield Job(f.path, f.root, "new" if photo is None else "changed", f.size, f.mtime, digest)
+
+    def _claim(self, claims, jobs: Iterable[Job], report: Report, claimed: dict) -> Iterator[Job]:
+        """Claim each job's file in the work queue before it is decoded; a file another live process
+        holds is left to it (``report.busy``), one it finished meanwhile is unchanged."""
+        for job in jobs:
+            item = claims.claim_path(job.path, job.reason)
+            if item is None:
+                report.busy += 1
+                self.progress("advance", 1)
+                continue
+            if self._done_elsewhere(job):  # tagged by another process between our look and our claim
+                claims.done(item)
+                report.unchanged += 1
+                self.progress("advance", 1)
+                continue
+            job.queued_at = item.enqueued_at
+            claimed[str(job.path)] = item.enqueued_at
+            yield job
+
+    def _done_elsewhere(self, job: Job) -> bool:
+        with self.library.session() as session:
+            photo = self.library.photo_by_path(session, job.path)
+            return photo is not None and (photo.size, photo.mtime, photo.sha256) == (job.size, job.mtime, job.sha256) \
+                and (photo.tagged_run_id is not None or photo.status == PhotoStatus.error.value)
 
     def _moved_source(self, session, digest: str, new_path: Path) -> Photo | None:
         """A tagged photo with this content whose file is gone: the file was moved here."""
@@ -263,7 +311,13 @@ class Pipeline:
                     continue  # a batch failed to commit: drop the rest (their queue rows stay)
                 try:
                     self._persist(*entry, report)
-                except BaseException as exc:  # surfaced in the consumer
+                except Exception as exc:  # surfaced in the consumer: the database failed, not the photos
+                    try:
+                        raise PersistError(f"cannot store a batch: {type(exc).__name__}: {exc}") from exc
+                    except PersistError as wrapped:
+                        writer_error.append(wrapped)
+                    self.stop_event.set()
+                except BaseException as exc:
                     writer_error.append(exc)
                     self.stop_event.set()
 
@@ -327,9 +381,13 @@ class Pipeline:
 
     def _persist(self, batch: list[_Decoded], good: list[_Decoded], predictions: list, report: Report) -> None:
         """Store one batch in one transaction (in the writer thread), then run the after-commit hooks."""
+        from phototag.ingest.queue import settle
+
         lib = self.library
         committed: list[int] = []
-        with lib.session() as session:
+        # immediate: the batch's reads (is this path, this tag already there?) hold until it commits,
+        # whatever other processes write meanwhile
+        with lib.session(immediate=True) as session:
             if self._run_id is None and good:
                 self._run_id = lib.start_model_run(session, self.tagger).id
             run = session.get(ModelRun, self._run_id) if self._run_id is not None else None
@@ -355,16 +413,64 @@ class Pipeline:
                                      queued_at=job.queued_at)
                     report.failed += 1
                     report.errors.append((str(job.path), decoded.error))
-            paths = [str(d.job.path) for d in batch if d.job.queued_at is None]
-            if paths:
-                session.execute(WorkItem.__table__.delete().where(WorkItem.path.in_(paths)))
+            for d in batch:  # the batch's queue rows are done with its tags (errors: in record_error)
+                if d.error is None:
+                    settle(session, d.job.path, d.job.queued_at)
+        if self._claimed is not None:
             for d in batch:
-                if d.job.queued_at is not None:
-                    session.execute(WorkItem.__table__.delete().where(
-                        WorkItem.path == str(d.job.path), WorkItem.enqueued_at <= d.job.queued_at))
+                self._claimed.pop(str(d.job.path), None)
         self.progress("advance", len(batch))
         if committed and self.on_commit is not None:
             try:
                 self.on_commit(committed)
             except Exception:  # an exporter failing must not lose tagging work
                 log.exception("after-commit hook failed")
+
+
+# ---- the probe: one suspect photo decoded in a separate process -----------------------------------
+PROBE_OK, PROBE_UNREADABLE = 0, 3
+
+
+def probe_decode(path: Path | str, max_pixels: int) -> None:
+    """Everything the pipeline does to one file before the model (hash, decode, EXIF, keywords):
+    native decoders (libjpeg, libheif, libraw, exiv2) are where a file can crash a process."""
+    path = Path(path)
+    sha256_file(path)
+    decode_photo(path, max_pixels=max_pixels)
+    read_exif(path)
+    read_keywords(path)
+
+
+def _probe_main(argv: list[str]) -> int:
+    path, max_pixels = argv[0], int(argv[1])
+    try:
+        probe_decode(path, max_pixels)
+    except Exception:  # a Python-level error is handled (recorded) by the pipeline itself: no crash
+        return PROBE_UNREADABLE
+    return PROBE_OK
+
+
+def probe_in_child(path: Path | str, max_pixels: int, timeout: float = 120.0) -> str | None:
+    """Decode ``path`` in a child process. None when the child came through (the file decodes, or
+    fails with an ordinary error the pipeline records); else what happened to the child — the
+    evidence that this file kills a process (:mod:`phototag.ingest.queue`)."""
+    code = ("import sys; from phototag.pipeline import _probe_main; "
+            "sys.exit(_probe_main(sys.argv[1:]))")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, os.fsencode(str(path)), str(max_pixels)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"decoding it alone in a separate process hung for over {timeout:.0f} s"
+    if done.returncode in (PROBE_OK, PROBE_UNREADABLE):
+        return None
+    if done.returncode < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-done.returncode).name
+        except ValueError:
+            name = f"signal {-done.returncode}"
+        return f"decoding it alone in a separate process crashed that process ({name})"
+    tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+    return f"decoding it alone in a separate process failed (exit {done.returncode}) {tail[0]}".strip()

@@ -29,7 +29,8 @@ def scan(
     """Tag every new or changed photo under PATH.
 
     Unchanged photos are skipped (size + mtime, then content hash), so a re-scan does no model
-    work. A moved or renamed photo keeps its tags. Photos that vanished are marked missing, never
+    work. A moved or renamed photo keeps its tags. Another scan or the watcher running on the same
+    library at the same time is no problem: each file is tagged by one of them. Photos that vanished are marked missing, never
     deleted. Unreadable files are recorded with the reason and the scan goes on.
     """
     lib = open_library(ctx)
@@ -58,6 +59,8 @@ def scan(
         f"{report.moved} moved, [red]{report.failed} failed[/red], {report.missing} missing "
         f"— {report.seconds:.1f}s ({tagger.name})"
     )
+    if report.busy:
+        console.print(f"  {report.busy} being tagged by another phototag process (left to it)")
     for path, error in report.errors[:20]:
         console.print(f"  [red]✗[/red] {path}: {error}")
     if len(report.errors) > 20:

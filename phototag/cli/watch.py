@@ -15,7 +15,8 @@ import typer
 from phototag.cli.common import fail, open_library
 from phototag.cli.scan import _after_commit_hook
 from phototag.daemon import DaemonError, WatchLock, configure_logging, write_state
-from phototag.ingest.watch import Watcher, WatchError
+from phototag.ingest.watch import Watcher, WatchError, WatchFatal
+from phototag.tagging.base import TaggerError
 from phototag.tagging.registry import get_tagger
 
 log = logging.getLogger("phototag.watch")
@@ -56,7 +57,9 @@ def watch(
     start and every watch.reconcile_minutes catches anything the events missed. The work queue lives
     in the library database: after a crash or kill, a restart tags every photo exactly once.
     In the background (retag.window, at low priority) photos are re-tagged when default_model
-    changes or retag.every says so. SIGTERM/SIGINT finish the batch in progress and exit.
+    changes or retag.every says so. SIGTERM/SIGINT finish the batch in progress and exit (status 0).
+    A fatal error (the library database failing or removed) exits with status 1, so that a
+    supervisor (systemd's Restart=on-failure) starts it again.
     """
     try:
         _watch(ctx, roots, model, polling, stable_seconds, batch_size, workers, log_format)
@@ -65,7 +68,8 @@ def watch(
 
 
 def _watch(ctx, roots, model, polling, stable_seconds, batch_size, workers, log_format) -> None:
-    configure_logging(log_format.value, logging.DEBUG if logging.getLogger().level <= logging.DEBUG else logging.INFO)
+    configure_logging(log_format.value, logging.DEBUG if logging.getLogger().level <= logging.DEBUG else logging.INFO,
+                      capture_output=True)
     lib = open_library(ctx)
     settings = lib.settings
     if not roots:
@@ -100,6 +104,14 @@ def _watch(ctx, roots, model, polling, stable_seconds, batch_size, workers, log_
             log.info("phototag watch started (pid %d, model %s, home %s)", os.getpid(), tagger.name,
                      settings.home, extra={"event": "started", "model": tagger.name})
             stats = watcher.run()
+        except TaggerError:  # the model cannot be loaded: a one-line user error (exit 2)
+            raise
+        except Exception as exc:  # WatchFatal, or anything else: never a quiet exit 0
+            detail = exc.__cause__ if isinstance(exc, WatchFatal) and exc.__cause__ is not None else exc
+            log.error("phototag watch stopped on a fatal error: %s: %s (exit status 1)", type(detail).__name__,
+                      detail, exc_info=None if isinstance(exc, WatchFatal) else exc,
+                      extra={"event": "stopped", "error": str(detail), "exit_status": 1})
+            raise typer.Exit(1) from exc
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)

@@ -15,7 +15,16 @@ Threads (all in one process, one library database):
   the calling thread, and each batch commits its tags together with the removal of its queue rows.
 
 On start a reconcile pass enqueues whatever changed while the daemon was off, and rows left in the
-queue by a crash are simply claimed again: nothing is lost, nothing is tagged twice.
+queue by a crash are simply claimed again: nothing is lost, nothing is tagged twice. A crash is no
+evidence against the photos that were in flight: a row claimed unfinished ``ISOLATE_AFTER`` times
+is decoded alone in a probe process first, and only failures while alone count against it
+(:mod:`phototag.ingest.queue`).
+
+**Failing loudly.** A problem with one file or one event is logged and the watch goes on. A problem
+with the watcher itself — the catch-up pass failing again and again, housekeeping failing for
+:data:`FATAL_AFTER` passes in a row, the library database removed or replaced under it, batches that
+cannot be stored — stops it with :class:`WatchFatal` raised from :meth:`Watcher.run` (``phototag
+watch`` exits non-zero, so systemd's ``Restart=on-failure`` starts it again).
 
 **Background re-tagging** (:meth:`Watcher._retag_housekeeping`, in the event thread every
 ``retag.check_seconds``): ``config.toml`` is read again; when ``default_model`` changed the tagger is
@@ -39,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
@@ -55,12 +64,19 @@ from watchdog.events import (
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
+from phototag import __version__
 from phototag.config import ConfigError, Settings, load_settings
 from phototag.db.models import Photo, PhotoStatus, WorkItem, utcnow
-from phototag.ingest.queue import PRIORITY_CATCH_UP, PRIORITY_NEW, QueuedItem, WorkQueue
+from phototag.ingest.queue import (
+    PRIORITY_CATCH_UP,
+    PRIORITY_NEW,
+    QueuedItem,
+    WorkQueue,
+    model_key,
+)
 from phototag.ingest.walk import FoundFile, is_ignored_name, is_skipped_dir, iter_photo_files
 from phototag.library import Library
-from phototag.pipeline import Job, Pipeline, Report
+from phototag.pipeline import Job, PersistError, Pipeline, Report, probe_in_child
 from phototag.tagging.base import Tagger, TaggerError
 
 log = logging.getLogger("phototag.watch")
@@ -82,10 +98,17 @@ ROOT_CHECK_SECONDS = 2.0
 DELETE_DELAY_SECONDS = 1.0  # a delete waits this long: an unmount or `rm -rf root` must not mark missing
 IDLE_CLAIM_SECONDS = 30.0  # the consumer re-reads the queue at least this often when idle
 RETAG_CHECK_SECONDS = 60.0  # default of retag.check_seconds: config re-read + background re-tag check
+FATAL_AFTER = 5  # housekeeping passes failing in a row, catch-up tries, batches not stored: then stop
+PROBE_TIMEOUT_SECONDS = 120.0  # a suspect photo whose decoding hangs this long counts as a failure
 
 
 class WatchError(Exception):
     """``phototag watch`` cannot start (no roots, another watcher running, …)."""
+
+
+class WatchFatal(Exception):
+    """The watcher cannot go on (its database failed or vanished, its event thread died): it stopped,
+    and the process must exit non-zero so that its supervisor restarts it."""
 
 
 # ---- where a root lives -------------------------------------------------------------------------
@@ -239,6 +262,7 @@ class Watcher:
         self._inotify: InotifyObserver | None = None
         self._polling: PollingObserver | None = None
         self._paused_claims: set[str] = set()
+        self._suspect_in_flight: QueuedItem | None = None  # a suspect alone in the pipeline
         self._in_flight: dict[str, object] = {}  # path → enqueued_at of the claim being worked on
         self._in_flight_lock = threading.Lock()
         self._last_reconcile = 0.0
@@ -251,6 +275,9 @@ class Watcher:
         self._sha_cache: tuple[Tagger, str] | None = None
         self._logged: set[str] = set()  # messages logged once (bad retag settings, a model that won't load)
         self.ready = threading.Event()  # set once watches are in place and the catch-up pass is queued
+        self.fatal: BaseException | None = None  # why the watcher stopped itself (raised by run())
+        self._db_identity = self._database_identity()
+        self.probe_timeout = PROBE_TIMEOUT_SECONDS
 
     # ---- public ---------------------------------------------------------------------------
     def run(self) -> WatchStats:
@@ -260,6 +287,7 @@ class Watcher:
             self._start_observers()
             self._publish_state()
             event_thread.start()
+            persist_failures = 0
             while not self.stop_event.is_set():
                 self._swap_tagger()
                 # the pipeline's own stop event: set by us to stop, or by the pipeline when a batch failed
@@ -269,6 +297,7 @@ class Watcher:
                 jobs = self._jobs()
                 try:
                     self.pipeline.process(jobs, self.report)
+                    persist_failures = 0
                     # stopped: every job the pipeline took was committed. One handed over just as the
                     # stop came was dropped by it unprocessed: its row stays queued, uncharged
                     jobs.close()
@@ -276,6 +305,20 @@ class Watcher:
                         dropped = list(self._in_flight)
                         self._in_flight.clear()
                     self._unclaim_paths(dropped)
+                except PersistError as exc:
+                    # the database failed, not the photos: no photo is charged; after a few in a row, stop
+                    with self._in_flight_lock:
+                        flying = list(self._in_flight)
+                        self._in_flight.clear()
+                    persist_failures += 1
+                    log.error("%s", exc, extra={"event": "batch_failed", "error": str(exc)})
+                    try:
+                        self._unclaim_paths(flying)
+                    except Exception:
+                        log.debug("could not give the batch's claims back", exc_info=True)
+                    if persist_failures >= FATAL_AFTER:
+                        raise WatchFatal(f"{persist_failures} batches in a row could not be stored: {exc}") from exc
+                    self.stop_event.wait(self.retry_seconds)
                 except TaggerError:
                     # the model cannot be loaded at all: no photo is to blame, so none is charged an attempt
                     with self._in_flight_lock:
@@ -283,22 +326,33 @@ class Watcher:
                         self._in_flight.clear()
                     self._unclaim_paths(flying)
                     raise
-                except Exception as exc:  # the model failed on a batch: rows stay queued, retried, then given up
+                except Exception as exc:  # the model failed on a batch: rows stay queued and are retried
                     log.error("tagging failed: %s: %s", type(exc).__name__, exc,
                               extra={"event": "batch_failed", "error": str(exc)})
                     with self._in_flight_lock:
                         failed = list(self._in_flight)
                         self._in_flight.clear()
-                    self.queue.note_failure(failed, f"{type(exc).__name__}: {exc}")
+                    error = f"{type(exc).__name__}: {exc}"
+                    alone = self._suspect_in_flight
+                    if alone is not None and failed == [str(alone.path)]:
+                        self._fail_alone(alone, f"the model failed on it alone: {error}")
+                    else:  # several photos in flight: no evidence against any one of them
+                        self.queue.note_failure(failed, error)
                     self.stop_event.wait(self.retry_seconds)
                 finally:
                     jobs.close()  # rows it claimed but never handed over are uncharged
+                    self._suspect_in_flight = None
+        except BaseException as exc:
+            if self.fatal is None:
+                self.fatal = exc
+            raise
         finally:
             self.stop_event.set()
             self._wakeup.set()
             self._events.put(None)
             if event_thread.is_alive():
                 event_thread.join(timeout=30)
+            self.queue.close()
             pending_tagger, self._next_tagger = self._next_tagger, None
             if pending_tagger is not None:
                 pending_tagger.close()
@@ -307,7 +361,34 @@ class Watcher:
                          len(self._pending), extra={"event": "unsettled", "count": len(self._pending)})
             self._stop_observers()
             self._publish_state(stopped=True)
+        if self.fatal is not None:  # the event thread stopped the watcher: that is a failure, not a stop
+            raise WatchFatal(f"{type(self.fatal).__name__}: {self.fatal}") from self.fatal
         return self.stats
+
+    def _die(self, exc: BaseException, what: str) -> None:
+        """Stop the watcher because it cannot go on; :meth:`run` raises :class:`WatchFatal`."""
+        if self.fatal is None:
+            self.fatal = exc
+        log.error("%s: %s: %s; stopping (exit non-zero)", what, type(exc).__name__, exc,
+                  exc_info=(type(exc), exc, exc.__traceback__), extra={"event": "fatal", "error": str(exc)})
+        self.stop()
+
+    def _database_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.library.db.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _check_database(self) -> None:
+        """The library database must still be the file the watcher opened: removed or replaced, every
+        later commit would go to a file nobody reads (work lost), so that is fatal."""
+        if self._db_identity is None:
+            return
+        now = self._database_identity()
+        if now != self._db_identity:
+            raise WatchFatal(f"the library database {self.library.db.path} was "
+                             + ("removed" if now is None else "replaced") + " while watching")
 
     def _stopping(self) -> bool:
         return self.stop_event.is_set() or self.pipeline.stop_event.is_set()
@@ -448,19 +529,32 @@ class Watcher:
             self._catch_up()
             self.ready.set()
             self._event_loop()
-        except Exception:  # never die silently: stop the daemon so that systemd restarts it
-            log.exception("the watch event thread failed; stopping")
-            self.stop()
+        except BaseException as exc:  # never die silently: stop, and make run() (the process) fail
+            self._die(exc, "the watch event thread failed")
         finally:
             self.ready.set()
 
     def _catch_up(self) -> None:
+        """Reconcile every root; a root whose pass fails (the database busy, a concurrent writer) is
+        tried again a few times, then the watcher stops (non-zero)."""
         for root in self.roots:
-            if not root.paused:
-                self.reconcile(root)
+            for attempt in range(1, FATAL_AFTER + 1):
+                if root.paused or self.stop_event.is_set():
+                    break
+                try:
+                    self.reconcile(root)
+                    break
+                except Exception as exc:
+                    if attempt == FATAL_AFTER:
+                        raise
+                    log.warning("catch-up pass of %s failed (%s: %s); trying again", root.path,
+                                type(exc).__name__, exc, extra={"event": "reconcile_failed", "root": str(root.path),
+                                                                "error": str(exc)})
+                    self.stop_event.wait(min(0.5 * 2 ** attempt, 10.0))
         self._last_reconcile = time.monotonic()
 
     def _event_loop(self) -> None:
+        failures = 0
         while not self.stop_event.is_set():
             now = time.monotonic()
             deadlines = [p.deadline for p in self._pending.values()] + [d for d, _ in self._deletes.values()]
@@ -481,6 +575,7 @@ class Watcher:
             try:
                 now = time.monotonic()
                 if now >= self._next_root_check:
+                    self._check_database()
                     self._check_roots()
                     self._next_root_check = now + ROOT_CHECK_SECONDS
                 self._settle_deletes(now)
@@ -491,8 +586,16 @@ class Watcher:
                             self.reconcile(root)
                     self._last_reconcile = time.monotonic()
                 self._retag_housekeeping(time.monotonic())
-            except Exception:  # a database hiccup must not end the watch; the next pass retries
-                log.exception("watch housekeeping failed")
+                failures = 0
+            except WatchFatal:
+                raise
+            except Exception as exc:  # a database hiccup must not end the watch; the next pass retries
+                failures += 1
+                log.exception("watch housekeeping failed (%d in a row)", failures,
+                              extra={"event": "housekeeping_failed", "error": str(exc)})
+                if failures >= FATAL_AFTER:
+                    raise
+                self.stop_event.wait(min(float(failures), ROOT_CHECK_SECONDS))
 
     # ---- background re-tagging --------------------------------------------------------------
     def _log_once(self, level: int, message: str, *args, **kwargs) -> None:
@@ -876,7 +979,7 @@ class Watcher:
                 self._finished(set(flying) - self.queue.queued_paths(flying))
             with self._in_flight_lock:
                 skip = self._paused_claims | set(in_flight)
-            items = self.queue.claim(self.pipeline.batch_size, skip=skip)
+            items = self.queue.claim(self.pipeline.batch_size, skip=skip, model=self._model_key())
             if not items:
                 for _ in range(int(IDLE_CLAIM_SECONDS)):
                     if self._wakeup.wait(1.0) or self._stopping() or self._next_tagger is not None:
@@ -894,24 +997,48 @@ class Watcher:
                         continue
                     with self._in_flight_lock:
                         in_flight[str(item.path)] = item.enqueued_at
+                    if item.isolated:
+                        self._suspect_in_flight = item
                     yield job
-                    if item.isolated:  # suspected poison: alone in its batch, and wait for its outcome
+                    if item.isolated:  # a suspect: alone in its batch, and wait for its outcome
                         while not self._stopping() and self.queue.still_queued({str(item.path): item.enqueued_at}):
                             self.stop_event.wait(0.2)
+                        if not self._stopping():  # settled; else run() looks at what stopped the batch
+                            self._suspect_in_flight = None
             finally:  # stopping, or closed by run() (the pipeline stopped pulling): give the rest back
                 if waiting:
                     self._unclaim(waiting)
 
     def _unclaim_paths(self, paths: list[str]) -> None:
-        if paths:
-            with self.library.session() as session:
-                session.execute(update(WorkItem).where(WorkItem.path.in_(paths), WorkItem.attempts > 0)
-                                .values(attempts=WorkItem.attempts - 1))
+        self.queue.release(paths)
 
     def _unclaim(self, items: list[QueuedItem]) -> None:
-        with self.library.session() as session:
-            session.execute(update(WorkItem).where(WorkItem.id.in_([i.id for i in items]), WorkItem.attempts > 0)
-                            .values(attempts=WorkItem.attempts - 1))
+        self.queue.release(items)
+
+    def _model_key(self) -> str:
+        """What a photo set aside now fails with: this phototag, the model and its weights."""
+        return model_key(__version__, self.tagger.model_id, self._weights_sha256(self.tagger))
+
+    def _fail_alone(self, item: QueuedItem, error: str) -> None:
+        """``item`` failed while alone in flight: evidence against it; set aside after enough of it."""
+        root = self._root_of(str(item.path))
+        set_aside = self.queue.fail_alone(item, error, root.path if root else None, self._model_key())
+        self.stats.failed += set_aside
+        log.log(logging.ERROR if set_aside else logging.WARNING,
+                "%s %s: %s", "set aside" if set_aside else "failed alone:", item.path, error,
+                extra={"event": "set_aside" if set_aside else "failed_alone", "path": str(item.path),
+                       "error": error})
+
+    def _probe(self, item: QueuedItem) -> bool:
+        """A suspect (claimed unfinished ``ISOLATE_AFTER`` times: crashes, kills) is decoded alone in
+        a child process first. True when it may go on to the model in this process."""
+        log.info("%s was in flight %d times when the work stopped unfinished: decoding it alone in a "
+                 "probe process first", item.path, item.attempts, extra={"event": "probe", "path": str(item.path)})
+        crash = probe_in_child(item.path, self.pipeline.max_pixels, self.probe_timeout)
+        if crash is None:
+            return True
+        self._fail_alone(item, crash)
+        return False
 
     def _prepare(self, item: QueuedItem, report: Report) -> Job | None:
         """Turn a claimed row into a Job, or settle it here (gone, unchanged, moved, poison)."""
@@ -926,11 +1053,7 @@ class Watcher:
             self._unclaim([item])
             self._paused_claims.add(path)
             return None
-        if item.attempts >= self.queue.max_attempts:
-            self.queue.give_up(item, root.path)
-            self.stats.failed += 1
-            log.error("giving up on %s after %d attempts", path, item.attempts,
-                      extra={"event": "gave_up", "path": path, "error": item.last_error})
+        if item.isolated and os.path.isfile(path) and not self._probe(item):
             return None
         try:
             st = os.stat(path) if self.follow_symlinks else os.lstat(path)
@@ -942,6 +1065,9 @@ class Watcher:
             return None
         if item.reason == "retag":  # unchanged on purpose: the model (a new default) must see it again
             return Job(item.path, root.path, "retag", queued_at=item.enqueued_at)
+        if item.set_aside_for is not None:  # set aside by another phototag or model: try it again
+            self.queue.retry_set_aside(item)
+            return Job(item.path, root.path, "changed", queued_at=item.enqueued_at)
         found = FoundFile(item.path, root.path, st.st_size, st.st_mtime)
         before = (report.failed, report.moved, report.unchanged)
         jobs = list(self.pipeline._classify([found], report))  # the scan's rules: unchanged / moved / hash
@@ -974,20 +1100,16 @@ class Watcher:
         with self.library.session() as session:
             photo_root = session.scalar(select(Photo.root).where(Photo.path == path))
         root = Path(photo_root) if photo_root else None
-        if item.attempts >= self.queue.max_attempts:
-            self.queue.give_up(item, root)
-            self.stats.failed += 1
-            return None
         if os.path.isfile(path):
+            if item.isolated and not self._probe(item):
+                return None
             return Job(item.path, root, "retag", queued_at=item.enqueued_at)
         self._unclaim([item])
         self._paused_claims.add(path)
         return None
 
     def _done(self, item: QueuedItem) -> None:
-        with self.library.session() as session:
-            session.execute(WorkItem.__table__.delete().where(
-                WorkItem.path == str(item.path), WorkItem.enqueued_at <= item.enqueued_at))
+        self.queue.done(item)
 
     def _progress(self, event: str, n: int) -> None:
         """After each batch (and each unchanged file): log the batch's unreadable files."""

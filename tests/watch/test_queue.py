@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+
 from sqlalchemy import select
 
 from phototag.db.models import WorkItem
-from phototag.ingest.queue import ISOLATE_AFTER, PRIORITY_CATCH_UP, PRIORITY_NEW, PRIORITY_RETAG, WorkQueue
+from phototag.ingest.queue import (
+    ISOLATE_AFTER,
+    MAX_FAILURES,
+    PRIORITY_CATCH_UP,
+    PRIORITY_NEW,
+    PRIORITY_RETAG,
+    WorkQueue,
+    model_key,
+    owner_alive,
+    process_owner,
+)
 from phototag.pipeline import Job, Pipeline
 from watch.helpers import ColourTagger, model_work, photo_row, queue_length, write_photo
+
+
+def claim_in_a_process_that_dies(home, limit: int) -> list[str]:
+    """A real separate process claims ``limit`` rows and dies (os._exit: no cleanup, like kill -9)."""
+    code = (
+        "import os, sys\n"
+        "from phototag.config import load_settings\n"
+        "from phototag.library import Library\n"
+        "from phototag.ingest.queue import WorkQueue\n"
+        "items = WorkQueue(Library(load_settings(sys.argv[1], environ={}))).claim(int(sys.argv[2]))\n"
+        "print('\\n'.join(str(i.path) for i in items), flush=True)\n"
+        "os._exit(0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(home.home), str(limit)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
 
 
 def test_claim_order_is_priority_then_fifo_and_enqueue_keeps_the_higher_priority(library, tmp_path):
@@ -34,17 +65,93 @@ def test_a_path_in_flight_is_not_claimed_twice(library, tmp_path):
     assert q.claim(5, skip={str(first.path), str(tmp_path / "b.jpg")}) == []  # not while the first job runs
     assert q.still_queued({str(first.path): first.enqueued_at}) == set()
     assert q.queued_paths([str(first.path)]) == {str(first.path)}
-    (again,) = q.claim(5, skip={str(tmp_path / "b.jpg")})  # once it is done
+    assert q.claim(5) == []  # b and the first claim are owned by this process until they are settled
+    q.done(first)  # the first job is stored: its claim settles; the newer enqueue keeps the row, released
+    (again,) = q.claim(5)  # once it is done
     assert again.path == first.path and again.enqueued_at > first.enqueued_at
 
 
-def test_rows_that_failed_twice_are_claimed_alone(library, tmp_path):
+def test_rows_whose_claimers_died_twice_are_claimed_alone(library, home, tmp_path):
     q = WorkQueue(library)
     q.enqueue([tmp_path / f"{i}.jpg" for i in range(5)])
     for _ in range(ISOLATE_AFTER):
-        assert len(q.claim(5)) == 5  # claimed, never finished (the process "died")
+        assert len(claim_in_a_process_that_dies(home, 5)) == 5  # claimed, never finished: the process died
     alone = q.claim(5)
     assert len(alone) == 1 and alone[0].isolated and alone[0].attempts == ISOLATE_AFTER
+    second = q.claim(5)  # each of them is a suspect too (its claims died twice): alone as well
+    assert len(second) == 1 and second[0].path != alone[0].path
+
+
+def test_claims_of_a_live_process_are_respected_and_a_dead_ones_are_free(library, home, tmp_path):
+    q = WorkQueue(library)
+    q.enqueue([tmp_path / f"{i}.jpg" for i in range(4)])
+    code = ("import sys, time\nfrom phototag.config import load_settings\nfrom phototag.library import Library\n"
+            "from phototag.ingest.queue import WorkQueue\n"
+            "items = WorkQueue(Library(load_settings(sys.argv[1], environ={}))).claim(2)\n"
+            "print(len(items), flush=True)\ntime.sleep(60)\n")
+    other = subprocess.Popen([sys.executable, "-c", code, str(home.home)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "2"
+        with library.session() as s:
+            owners = set(s.scalars(select(WorkItem.owner).where(WorkItem.owner.is_not(None))))
+        assert len(owners) == 1 and owner_alive(owners.pop(), None)
+        mine = q.claim(10)
+        assert [i.path.name for i in mine] == ["2.jpg", "3.jpg"]  # not the two the other process holds
+        assert q.claim_path(tmp_path / "0.jpg") is None  # a scan leaves it to the live owner
+    finally:
+        other.kill()  # kill -9
+        other.wait()
+    again = q.claim(10)  # its claims are free at once: its pid is gone
+    assert sorted(i.path.name for i in again) == ["0.jpg", "1.jpg"] and all(i.attempts == 1 for i in again)
+    assert owner_alive(process_owner(), None)
+
+
+def test_concurrent_enqueue_and_delete_of_one_row_never_fails(library, tmp_path):
+    """The watcher's catch-up pass enqueues while its consumer settles or sets aside the same rows
+    (StaleDataError in issue 10 item 4): every enqueue is one upsert, never a stale ORM update."""
+    q = WorkQueue(library)
+    paths = [tmp_path / f"{i}.jpg" for i in range(50)]
+    errors: list[BaseException] = []
+
+    def enqueue_many():
+        try:
+            for _ in range(30):
+                q.enqueue(paths, priority=PRIORITY_CATCH_UP)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=enqueue_many) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for _ in range(30):
+        q.forget(paths)
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    q.enqueue(paths)
+    assert q.length() == 50
+
+
+def test_a_photo_failing_alone_is_set_aside_until_the_model_or_phototag_changes(library, tmp_path):
+    photo = write_photo(tmp_path / "p.jpg", 1)
+    q = WorkQueue(library)
+    q.enqueue([photo])
+    v1 = model_key("0.1.0", "test/mean-colour", "0" * 64)
+    for n in range(1, MAX_FAILURES + 1):
+        (item,) = q.claim(5, model=v1)
+        assert item.failures == n - 1
+        assert q.fail_alone(item, "decoder crashed (SIGSEGV)", tmp_path, v1) is (n == MAX_FAILURES)
+    assert q.claim(5, model=v1) == []  # set aside for this phototag and model
+    row = photo_row(library, photo)
+    assert row.status == "error" and "set aside after 3 failures" in row.error and "SIGSEGV" in row.error
+    assert q.length() == 1 and q.set_aside() == 1
+    for changed in (model_key("0.2.0", "test/mean-colour", "0" * 64), model_key("0.1.0", "test/mean-colour", "1" * 64)):
+        (again,) = q.claim(5, model=changed)  # a new phototag or new weights: tried again
+        assert again.set_aside_for == v1
+        q.release([again])
+    q.enqueue([photo])  # the file changed: a new chance with the same model too
+    (fresh,) = q.claim(5, model=v1)
+    assert fresh.failures == 0 and fresh.set_aside_for is None
 
 
 def test_batch_does_not_drop_a_row_enqueued_again_while_in_flight(library, tmp_path):

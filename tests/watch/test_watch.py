@@ -298,7 +298,7 @@ def test_network_filesystems_are_detected_from_proc_mounts():
     assert not is_network_filesystem("/mnt/nasty", mounts)
 
 
-def test_poison_photo_is_given_up_after_attempts_and_others_are_tagged(library, root):
+def test_poison_photo_is_set_aside_after_failing_alone_and_retried_with_a_new_model(library, root):
     from watch.helpers import ColourTagger
 
     class Fussy(ColourTagger):
@@ -309,19 +309,27 @@ def test_poison_photo_is_given_up_after_attempts_and_others_are_tagged(library, 
                 raise RuntimeError("model crashed")
             return super().predict(batch)
 
-    tagger = Fussy()
+    class Fixed(ColourTagger):
+        model_id = "test/mean-colour-v2"  # a new model version: what was set aside is tried again
+
     for i in range(6):
         write_photo(root / f"red{i}.jpg", i, colour="red")
     write_photo(root / "green.jpg", 100, colour="green")
-    with watching(library, tagger, [root]) as watcher:
+    with watching(library, Fussy(), [root]) as watcher:
         watcher.retry_seconds = 0.05
         wait_for(lambda: photo_row(library, root / "green.jpg")
-                 and photo_row(library, root / "green.jpg").status == "error", 60, what="poison given up")
+                 and photo_row(library, root / "green.jpg").status == "error", 60, what="poison set aside")
         wait_for(lambda: tagged_count(library) == 6, 30, what="the others tagged")
-        assert "gave up after" in photo_row(library, root / "green.jpg").error
-        assert "model crashed" in photo_row(library, root / "green.jpg").error
-    assert queue_length(library) == 0
+        error = photo_row(library, root / "green.jpg").error
+        assert "set aside after 3 failures while tagged alone" in error and "model crashed" in error
+    assert queue_length(library) == 1  # kept, set aside for this phototag + model
     assert model_work(library) == 6
+    with watching(library, Fussy(), [root]) as watcher:  # the same model again: not retried
+        time.sleep(2)
+    assert queue_length(library) == 1 and photo_row(library, root / "green.jpg").status == "error"
+    with watching(library, Fixed(), [root]):
+        wait_for(lambda: photo_row(library, root / "green.jpg").status == "ok", 60, what="retried with v2")
+    assert queue_length(library) == 0 and tagged_count(library) == 7
 
 
 def test_a_model_that_cannot_load_stops_the_watcher_and_blames_no_photo(library, root):
