@@ -553,19 +553,17 @@ class EmbeddingIndex:
         return self.search(vector, k)
 
 
-def embed_file(path: Path | str, tagger: Any) -> np.ndarray:
-    """Decode an image file (EXIF orientation applied) and return the tagger's embedding of it."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def embed_file(path: Path | str, tagger: Any, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image file as a scan does (EXIF orientation applied, HEIC/RAW, ``scan.max_pixels`` as
+    the size limit) and return the tagger's embedding of it."""
+    from phototag.config import get_settings
+    from phototag.ingest.decode import DecodeError, decode_photo
 
-    with contextlib.suppress(ImportError):
-        import pillow_heif
-
-        pillow_heif.register_heif_opener()
-    path = Path(path)
+    if max_pixels is None:
+        max_pixels = int(get_settings().get("scan.max_pixels"))
     try:
-        with Image.open(path) as img:
-            image = ImageOps.exif_transpose(img).convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
+        image = decode_photo(path, max_pixels=max_pixels).image
+    except (OSError, DecodeError) as exc:
         raise SearchError(f"cannot read image {path}: {exc}") from exc
     prediction = tagger.predict([tagger.prepare(image)])[0]
     if prediction.embedding is None:

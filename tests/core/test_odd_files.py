@@ -370,6 +370,19 @@ def test_the_configured_max_pixels_is_the_limit_that_applies(big_photos, tmp_pat
     assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's guard is raised, never switched off
 
 
+def test_similar_to_a_large_photo_file_follows_scan_max_pixels_too(big_photos):
+    """`phototag similar FILE` decodes the file as a scan does (Pillow opened it directly before, so
+    its own 89.5 MP guard refused the photo that scan had tagged)."""
+    from phototag.search import SearchError
+    from phototag.search.index import embed_file
+    from phototag.tagging.builtin import BuiltinTagger
+
+    vector = embed_file(big_photos["medium_format"], BuiltinTagger(faces=False), max_pixels=300_000_000)
+    assert vector.shape == (1280,)
+    with pytest.raises(SearchError, match="decompression bomb"):
+        embed_file(big_photos["pano"], BuiltinTagger(faces=False), max_pixels=120_000_000)
+
+
 # ---- link loops -----------------------------------------------------------------------------------
 
 
