@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from phototag.cli.common import ListFormat, console, open_library, out, print_json
+from phototag.cli.common import ListFormat, console, markup_safe, open_library, out, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -53,7 +53,8 @@ def export(
         if shown:
             table = Table("exporter", "photo", "action", "target", "detail")
             for r in shown[:200]:
-                table.add_row(r.exporter, r.path, r.action, r.target or "", r.detail)
+                table.add_row(r.exporter, markup_safe(r.path), r.action, markup_safe(r.target or ""),
+                              markup_safe(r.detail))
             out.print(table)
             if len(shown) > 200:
                 console.print(f"… and {len(shown) - 200} more (use --format json for all)")

@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from phototag.cli.common import ListFormat, console, open_library, out, print_json
+from phototag.cli.common import ListFormat, console, markup_safe, open_library, out, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -79,16 +79,17 @@ def render(report) -> None:
     if tags:
         table = Table("tag", "+photos", "-photos", title="per tag")
         for tag in tags[:40]:
-            table.add_row(tag, str(report.tags_added.get(tag, "")), str(report.tags_removed.get(tag, "")))
+            table.add_row(markup_safe(tag), str(report.tags_added.get(tag, "")), str(report.tags_removed.get(tag, "")))
         out.print(table)
         if len(tags) > 40:
             out.print(f"… and {len(tags) - 40} more tags (--format json lists all)")
     if report.changed:
         table = Table("photo", "added", "removed", title="per photo")
         for change in report.changed[:40]:
-            table.add_row(change.path, ", ".join(change.added), ", ".join(change.removed))
+            table.add_row(markup_safe(change.path), markup_safe(", ".join(change.added)),
+                          markup_safe(", ".join(change.removed)))
         out.print(table)
         if len(report.changed) > 40:
             out.print(f"… and {len(report.changed) - 40} more photos (--format json lists all)")
     for path, why in (report.failed + report.skipped)[:20]:
-        console.print(f"  [red]✗[/red] {path}: {why}")
+        console.print(f"  [red]✗[/red] {markup_safe(path)}: {markup_safe(why)}")
