@@ -57,6 +57,10 @@ class DownloadError(PackError):
         self.manual = manual
 
 
+class _Unreachable(Exception):
+    """Internal: the network or the server failed; turned into a DownloadError with instructions."""
+
+
 @dataclass(frozen=True)
 class HubFile:
     """A file on the Hugging Face hub, with the sha256 values phototag accepts for it."""
@@ -184,6 +188,11 @@ def hub_offline() -> bool:
     return constants.is_offline_mode() or _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
 
 
+def _refuse_if_offline() -> None:
+    if hub_offline():
+        raise _Unreachable("cannot download: HF_HUB_OFFLINE is set (phototag will not reach the hub)")
+
+
 def download_folder(models_dir: Path | str, kind: str) -> Path:
     return Path(models_dir) / DOWNLOADS / kind
 
@@ -194,6 +203,8 @@ def manual_instructions(release: Release, name: str, endpoint: str, base: str, r
     lines = ["Download these files by hand into one folder:"]
     ck = release.checkpoint
     lines.append(f"  {ck.url(endpoint)}")
+    for other in release.checkpoints[1:]:
+        lines.append(f"    (or the copy at {other.url(endpoint)})")
     for f in (release.tags, release.tags_zh, release.thresholds):
         if f is not None:
             lines.append(f"  {f.url(base)}")
@@ -247,6 +258,7 @@ def fetch_repo_file(f: RepoFile, folder: Path, base: str, report: Callable[[str]
     final = folder / f.filename
     if final.is_file():
         return final  # only a verified file is ever renamed to its final name
+    _refuse_if_offline()
     url = f.url(base)
     part = folder / f"{f.filename}.{f.sha256[:16]}.part"
     report(f"Fetching {f.filename} from {url}")
@@ -258,10 +270,6 @@ def fetch_repo_file(f: RepoFile, folder: Path, base: str, report: Callable[[str]
         part.unlink(missing_ok=True)
         raise _Unreachable(_unreachable(url, getattr(exc, "reason", exc))) from exc
     return _finish(part, final, (f.sha256,), url)
-
-
-class _Unreachable(Exception):
-    """Internal: the network or the server failed; turned into a DownloadError with instructions."""
 
 
 def _hub_metadata(candidates: tuple[HubFile, ...], endpoint: str):
@@ -324,6 +332,7 @@ def fetch_hub_file(candidates: tuple[HubFile, ...], folder: Path, endpoint: str,
     final = folder / filename
     if final.is_file():
         return final
+    _refuse_if_offline()
     f, url, meta = _hub_metadata(candidates, endpoint)
     size = meta.size
     tag = meta.etag if _SHA256.match(meta.etag) else f.sha256[0]
@@ -393,8 +402,6 @@ def download_model(
     endpoint = hub_endpoint(endpoint)
     base = files_url(files_base)
     manual = manual_instructions(release, name, endpoint, base, replace)
-    if hub_offline():
-        raise DownloadError("cannot download: HF_HUB_OFFLINE is set (phototag will not reach the hub)", manual)
 
     folder = download_folder(models_dir, release.kind)
     folder.mkdir(parents=True, exist_ok=True)

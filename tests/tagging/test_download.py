@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,7 +38,7 @@ from phototag.tagging.download import (
     download_model,
     with_checkpoint,
 )
-from phototag.tagging.packs import list_packs, verify_pack
+from phototag.tagging.packs import WeightsError, list_packs, verify_pack
 from phototag.tagging.synthetic import official_checkpoint
 
 from .ram_cases import RAM_DATA, tiny_arch, tiny_official_state
@@ -68,6 +69,7 @@ class LocalHub:
     raw: dict[str, bytes] = field(default_factory=dict)  #: repo path → bytes (default: ../shared/ram-data)
     drop_after: int | None = None  #: the next CDN GET sends this many bytes, then the connection is cut
     refuse_after_drop: bool = False  #: …and every later CDN GET gets a 503
+    pace: float = 0.0  #: seconds between two 1 MB pieces of a CDN body (a slow line)
     log: list[tuple[str, str, str | None]] = field(default_factory=list)  #: (method, path, Range)
     sent: int = 0  #: CDN body bytes sent
     headers_seen: list[dict[str, str]] = field(default_factory=list)
@@ -153,8 +155,14 @@ def make_handler(hub: LocalHub):
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)  # cut it mid-body
                 return
-            self.wfile.write(chunk)
-            hub.sent += len(chunk)
+            piece = 1 << 20 if hub.pace else len(chunk)
+            for i in range(0, len(chunk), piece):
+                try:
+                    self.wfile.write(chunk[i:i + piece])
+                except (BrokenPipeError, ConnectionResetError):  # the client is gone (killed)
+                    return
+                hub.sent += len(chunk[i:i + piece])
+                time.sleep(hub.pace)
 
         def _send(self, status: int, data: bytes, headers: dict, body: bool, length_given: bool = False) -> None:
             self.send_response(status)
@@ -286,6 +294,23 @@ def test_a_copy_the_hub_serves_with_an_unknown_sha256_is_skipped_for_the_next_pu
     assert [g[1] for g in hub.cdn_gets()] == [f"/cdn/{ours[0]}"]  # the unknown file was never fetched
 
 
+def test_a_refused_conversion_keeps_the_verified_download_and_the_rerun_needs_no_network(
+        hub, models_dir, tiny_ram, monkeypatch):
+    serve_checkpoint(hub, "ram", tiny_ram)
+    release = tiny_release("ram", tiny_ram)
+    with pytest.raises(WeightsError, match="Swin patch embedding of width 16"):  # strict add: not the released arch
+        download_model(models_dir, "ram", release=release)
+    assert list_packs(models_dir) == []
+    assert sorted(p.name for p in download_folder(models_dir, "ram").iterdir()) == [
+        ".lock", "ram_swin_large_14m.pth", "ram_tag_list.txt", "ram_tag_list_chinese.txt",
+        "ram_tag_list_threshold.txt"]
+    requests = len(hub.log)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    download_model(models_dir, "ram", release=release, arch=tiny_arch("ram"))
+    assert verify_pack(models_dir, "ram").source_sha256 == sha256(tiny_ram)
+    assert len(hub.log) == requests
+
+
 # ---------------------------------------------------------------------------------- interruptions
 def test_a_connection_cut_mid_file_resumes_with_a_range_request(hub, models_dir, tiny_ram):
     serve_checkpoint(hub, "ram", tiny_ram)
@@ -321,6 +346,44 @@ def test_an_interrupted_download_resumes_on_the_next_run_and_a_part_never_become
     assert hub.cdn_gets()[-1][2] == f"bytes={kept}-"
     assert hub.sent == len(tiny_ram) + cut - kept
     assert [p.name for p in models_dir.iterdir()] == ["ram"]
+
+
+KILLABLE = """
+import sys
+from phototag.tagging.download import HubFile, RELEASES, download_model, with_checkpoint
+from tests.tagging.ram_cases import tiny_arch
+models, sha = sys.argv[1:3]
+ck = RELEASES["ram"].checkpoint
+download_model(models, "ram", release=with_checkpoint(RELEASES["ram"], HubFile(ck.repo_id, ck.filename, (sha,))),
+               arch=tiny_arch("ram"))
+"""
+
+
+def test_a_download_killed_with_sigkill_resumes_and_its_part_is_never_converted(hub, models_dir, tiny_ram):
+    serve_checkpoint(hub, "ram", tiny_ram)
+    hub.pace = 0.1  # ~10 MB/s: the kill lands mid-file
+    folder = download_folder(models_dir, "ram")
+    env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "PHOTOTAG_RAM_FILES_URL": hub.files_url}
+    child = subprocess.Popen([sys.executable, "-c", KILLABLE, str(models_dir), sha256(tiny_ram)], env=env,
+                             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.stat().st_size > 0 for p in folder.glob("*.pth.*.part")):
+            assert child.poll() is None and time.monotonic() < deadline, "the download never started"
+            time.sleep(0.05)
+        child.kill()  # SIGKILL: no cleanup runs
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    (part,) = folder.glob("*.pth.*.part")
+    kept = part.stat().st_size
+    assert 0 < kept < len(tiny_ram)
+    assert not (folder / "ram_swin_large_14m.pth").exists() and list_packs(models_dir) == []
+    hub.pace = 0.0
+    download_model(models_dir, "ram", release=tiny_release("ram", tiny_ram), arch=tiny_arch("ram"))
+    assert verify_pack(models_dir, "ram").source_sha256 == sha256(tiny_ram)
+    assert hub.cdn_gets()[-1][2] == f"bytes={kept}-"
 
 
 # ---------------------------------------------------------------------------------- refusals (CLI)
