@@ -406,6 +406,20 @@ def _keywords_from_xmp(xmp_data, root: str | None) -> tuple[set[tuple[str, ...]]
     return hierarchical, flat
 
 
+def _iptc_text(value: str) -> str:
+    """An IPTC value as text. IPTC from before UTF-8 (Photoshop, old cameras and scanners) declares
+    no character set and holds Windows-1252 / Latin-1 bytes; exiv2 hands the bytes it cannot decode
+    as UTF-8 on as lone surrogates, which no database or terminal takes. Such a value is decoded as
+    Windows-1252 (Latin-1 for the five bytes it leaves undefined): ``Ölberg``, not ``\\udcd6lberg``."""
+    if not any("\udc80" <= ch <= "\udcff" for ch in value):
+        return value
+    raw = value.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("cp1252")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def read_keywords(path: Path | str, root: str | None = "phototag",
                   ignored_roots: Sequence[str] = IGNORED_ROOTS) -> list[str]:
     """The user's own keywords of a photo, as ``/``-joined hierarchical paths, sorted.
@@ -427,7 +441,7 @@ def read_keywords(path: Path | str, root: str | None = "phototag",
                 if source == path:
                     for datum in image.iptcData():
                         if datum.key() == IPTC_KEYWORDS:
-                            value = datum.toString().strip()
+                            value = _iptc_text(datum.toString()).strip()
                             if value:
                                 f.add(value)
         except (exiv2.Exiv2Error, OSError) as exc:

@@ -243,3 +243,43 @@ def test_a_new_sidecar_gets_the_mode_any_new_file_gets(tmp_path):
         os.umask(umask)
     assert stat.S_IMODE(sidecar.stat().st_mode) == 0o644  # not mkstemp's private 0600
     assert xmp_sidecar.read_fields_of(sidecar).tags_list == ["phototag/animal/cat"]
+
+
+# ---- keyword bytes from before UTF-8 ------------------------------------------------------------
+
+LEGACY_KEYWORDS = ["Café “Zur Post”", "Ölberg"]  # “ ” are Windows-1252's own bytes (0x93, 0x94)
+
+
+def photo_with_legacy_iptc(path: Path, utf8: bool = False) -> Path:
+    """A JPEG whose IPTC keywords are stored as an old tool stored them: Windows-1252 bytes and no
+    character set (exiftool's default for IPTC), or declared UTF-8."""
+    write_photo(path, 3, colour="green")
+    charset = ["-IPTC:CodedCharacterSet=UTF8"] if utf8 else ["-charset", "iptc=cp1252"]
+    subprocess.run(["exiftool", "-q", "-overwrite_original", *charset,
+                    *[f"-IPTC:Keywords={k}" for k in LEGACY_KEYWORDS], str(path)], check=True)
+    raw = path.read_bytes()
+    assert ("Ölberg".encode("utf-8") if utf8 else "Ölberg".encode("cp1252")) in raw
+    return path
+
+
+@needs_exiftool
+@pytest.mark.parametrize("utf8", [False, True], ids=["cp1252-undeclared", "utf8-declared"])
+def test_legacy_iptc_keywords_are_imported_as_text(tmp_path, utf8):
+    """Keywords in Windows-1252 (Photoshop before UTF-8) came out of exiv2 as lone surrogates,
+    which SQLite refused: the scan stopped with 'cannot store a batch'."""
+    root = tmp_path / "Pictures"
+    photo = photo_with_legacy_iptc(root / "scan_1998.jpg", utf8)
+    assert read_keywords(photo) == LEGACY_KEYWORDS
+
+    settings = load_settings(tmp_path / "home", environ={})
+    use_settings(settings)
+    lib = Library(settings)
+    try:
+        report = Pipeline(lib, ColourTagger()).scan([root])
+        assert (report.new, report.failed, report.errors) == (1, 0, [])
+        with lib.session() as session:
+            tags = lib.photo_tags(session, lib.photo_by_path(session, photo).id)
+    finally:
+        lib.close()
+        use_settings(None)
+    assert sorted(t["name"] for t in tags if t["source"] == "imported") == LEGACY_KEYWORDS
