@@ -302,15 +302,11 @@ def _hub_metadata(candidates: tuple[HubFile, ...], endpoint: str):
 
 
 def _is_network_error(exc: BaseException) -> bool:
+    """A connection, timeout or protocol failure (huggingface_hub 2.x talks HTTP through httpx2)."""
+    import httpx2
     from huggingface_hub.errors import OfflineModeIsEnabled
 
-    if isinstance(exc, (OfflineModeIsEnabled, ConnectionError, TimeoutError)):
-        return True
-    try:
-        import httpx2 as httpx
-    except ImportError:  # pragma: no cover - older huggingface_hub versions use httpx
-        import httpx
-    return isinstance(exc, (httpx.TransportError,))
+    return isinstance(exc, (OfflineModeIsEnabled, ConnectionError, TimeoutError, httpx2.TransportError))
 
 
 def _headers() -> dict[str, str]:
