@@ -151,7 +151,7 @@ class Exporter(abc.ABC):
             "target": self.target(item),
         }
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        return hashlib.sha256(blob.encode("utf-8", "surrogateescape")).hexdigest()
 
     def is_current(self, item: ExportItem, state_target: str | None) -> bool:
         """Whether what was written last time is still there (else it is written again)."""
