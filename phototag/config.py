@@ -46,6 +46,7 @@ NON_SETTING_ENV = frozenset({
     "PHOTOTAG_WEIGHTS",  # tests: where real RAM checkpoints are
     "PHOTOTAG_TEXT_MODEL",  # a local copy of the sentence model for ~"…" search
     "PHOTOTAG_UPDATE_GOLDEN",  # tests: rewrite golden files
+    "PHOTOTAG_RAM_FILES_URL",  # models download: where the official tag lists come from (a mirror)
 })
 
 #: the entry-point group plugins register under (phototag.plugins.ENTRY_POINT_GROUP)
