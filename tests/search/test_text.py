@@ -174,3 +174,134 @@ def test_text_terms_combine_with_tag_terms_in_the_query_language(library, warm_h
         assert query.search_ids(session, ["~puppy", "beach"], resolvers=resolvers) == [1]
         assert query.search_ids(session, ["~puppy", "^beach"], resolvers=resolvers) == [2]
         assert query.search_ids(session, ['~"dog running on the beach"'], resolvers=resolvers)[0] == 1
+
+
+# ---- the numpy MiniLM and the vocabulary cache ------------------------------------------------------------
+
+
+def test_numpy_minilm_equals_sentence_transformers(encoder):
+    st = pytest.importorskip("sentence_transformers")
+    texts = ["a cup of coffee", "猫", "Puppy!", "espresso: strong black coffee brewed by forcing hot water " * 20]
+    reference = st.SentenceTransformer(str(encoder.model_dir), device="cpu").encode(
+        texts, normalize_embeddings=True, show_progress_bar=False
+    )
+    ours = encoder.encode(texts)
+    assert np.abs(ours - reference).max() < 1e-4  # the same arithmetic, float32 round-off apart
+
+
+def test_vocabulary_vectors_are_cached_by_model_and_texts(tmp_path):
+    from phototag.search.text import VocabularyCache
+
+    enc = CountingEncoder()
+    folder = tmp_path / "cache"
+    first = VocabularyCache(folder, enc).vectors(["dog", "cat", "espresso"])
+    assert enc.encoded == ["dog", "cat", "espresso"]
+    enc.encoded.clear()
+    again = VocabularyCache(folder, enc)  # a new process: from the file, nothing embedded
+    assert np.allclose(again.vectors(["dog", "cat", "espresso"]), first, atol=1e-3) and enc.encoded == []
+    assert again.rebuilds == 0
+    # a new tag: only its text is embedded; the file is rewritten (atomically: no temp file left)
+    again.vectors(["dog", "cat", "espresso", "beach"])
+    assert enc.encoded == ["beach"] and again.rebuilds == 1
+    assert [p.name for p in folder.iterdir()] == [again.path.name]
+    # another model (here: the same one installed elsewhere) invalidates every row
+    import shutil
+
+    other_dir = tmp_path / "model-copy"
+    shutil.copytree(enc.model_dir, other_dir, copy_function=shutil.copy)  # a new weights file
+    other = CountingEncoder()
+    other._model_dir = other_dir
+    VocabularyCache(folder, other).vectors(["dog", "cat", "espresso", "beach"])
+    assert sorted(other.encoded) == ["beach", "cat", "dog", "espresso"]
+
+
+def test_a_broken_vocabulary_file_is_rebuilt(tmp_path):
+    from phototag.search.text import VocabularyCache
+
+    enc = CountingEncoder()
+    cache = VocabularyCache(tmp_path, enc)
+    cache.path.write_bytes(b"not a zip file")
+    assert cache.vectors(["dog"]).shape == (1, 384) and enc.encoded == ["dog"]
+
+
+def test_definitions_count_for_tags_the_built_in_vocabulary_knows(engine, tmp_path, encoder):
+    """A photo tagged only espresso/drink/food (what the built-in model says of skimage's coffee)."""
+    with engine.begin() as conn:
+        conn.execute(insert(Tag), [{"id": i, "name": n} for i, n in
+                                   enumerate(["espresso", "drink", "food", "tabby cat", "cat", "missile"], 1)])
+        conn.execute(insert(Photo), [{"id": 1, "path": "/p/coffee.jpg"}, {"id": 2, "path": "/p/cat.jpg"},
+                                     {"id": 3, "path": "/p/rocket.jpg"}])
+        conn.execute(insert(PhotoTag), [
+            {"photo_id": p, "tag_id": t, "source": "model", "score": s}
+            for p, t, s in [(1, 1, 0.95), (1, 2, 0.97), (1, 3, 0.97), (2, 4, 0.18), (2, 5, 0.91), (3, 6, 0.33)]
+        ])
+    resolve = text_resolver(tmp_path, engine, encoder=encoder)
+    assert ranked(resolve(engine.connect(), "a cup of coffee")) == [1]
+    assert ranked(resolve(engine.connect(), "coffee")) == [1]
+    assert ranked(resolve(engine.connect(), "a rocket launch")) == [3]  # missile: "a rocket carrying …"
+
+
+# ---- through the CLI: the built-in model's tags of real photos --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory, sample_photos):
+    from typer.testing import CliRunner
+
+    from phototag.cli import app
+
+    home = tmp_path_factory.mktemp("text-home")
+    result = CliRunner().invoke(app, ["--home", str(home), "scan", "--quiet", str(sample_photos)])
+    assert result.exit_code == 0, result.output
+    return home, sample_photos
+
+
+def phototag(home, *args):
+    """The real command, in its own process (so stderr is what a user sees)."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "phototag", "--home", str(home), *args],
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_plain_language_finds_the_coffee_photo_quietly_and_reuses_the_vocabulary(scanned):
+    home, photos = scanned
+    coffee = str((photos / "coffee.jpg").resolve())
+    first = phototag(home, "search", '~"a cup of coffee"')
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == [coffee]
+    assert "Loading" not in first.stderr and "it/s" not in first.stderr and first.stderr.strip() == ""
+    (vocabulary,) = (home / "cache" / "text").glob("vocabulary-*.npz")
+    before = vocabulary.stat()
+    second = phototag(home, "search", "~coffee")
+    assert second.returncode == 0 and second.stdout.split() == [coffee]
+    after = vocabulary.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not embedded again
+
+
+def test_plain_language_on_space_photos(scanned):
+    home, photos = scanned
+    # the built-in model calls skimage's rocket a missile (0.33) / projectile: a rocket launch is found …
+    rocket = phototag(home, "search", '~"a rocket launch"')
+    assert rocket.returncode == 0 and rocket.stdout.split() == [str((photos / "rocket.jpg").resolve())]
+    # … but none of its 1000 ImageNet classes is a star, a galaxy or outer space, and no sample photo
+    # has a tag that means them (space shuttle is 0.05 on the rocket): "stars in space" honestly
+    # finds nothing rather than a photo that does not fit
+    stars = phototag(home, "search", '~"stars in space"')
+    assert stars.returncode == 1 and stars.stdout == ""
+
+
+def test_stars_in_space_finds_a_photo_tagged_so(engine, tmp_path, encoder):
+    """With tags that say it (RAM's vocabulary has galaxy, star, outer space), the query finds them."""
+    with engine.begin() as conn:
+        conn.execute(insert(Tag), [{"id": i, "name": n} for i, n in
+                                   enumerate(["galaxy", "star", "night sky", "beach", "cat", "missile"], 1)])
+        conn.execute(insert(Photo), [{"id": i, "path": f"/p/{i}.jpg"} for i in (1, 2, 3)])
+        conn.execute(insert(PhotoTag), [
+            {"photo_id": p, "tag_id": t, "source": "model", "score": 0.8}
+            for p, t in [(1, 1), (1, 2), (1, 3), (2, 4), (3, 5), (3, 6)]
+        ])
+    assert ranked(text_resolver(tmp_path, engine, encoder=encoder)(engine.connect(), "stars in space")) == [1]
