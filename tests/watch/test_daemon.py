@@ -388,3 +388,31 @@ def test_json_logging_wraps_what_c_code_and_prints_write_to_stdout_and_stderr(tm
                  "RuntimeError: boom"):
         assert text in messages
     assert {r["logger"] for r in records} >= {"stderr", "py.warnings", "phototag.test"}
+
+
+def test_scan_while_the_watcher_works_on_the_same_files_tags_each_once(tmp_path):
+    """`phototag scan` and the watcher on one library and one folder at the same time: each photo
+    goes through a model once (claims in the work queue), neither fails, nothing stays queued."""
+    home, root, log = tmp_path / "home", tmp_path / "Pictures", tmp_path / "daemon.log"
+    n = 96  # the watcher claims up to ~3 batches of 16 ahead: the scan must find files nobody holds
+    old = time.time() - 3600
+    for i in range(n):  # there before the start: the watcher's catch-up pass queues them all at once
+        os.utime(write_photo(root / f"p{i:02d}.jpg", i), (old, old))
+    first = run_cli(home, "db", "status")
+    assert first.returncode == 0, first.stderr
+    proc = start_colour_daemon(home, root, 0.2, log)  # a slow model: ~20 s for all, the scan joins in
+    try:
+        scan = run_cli(home, "scan", "--format", "json", "--batch-size", "4", str(root), timeout=600)
+        assert scan.returncode == 0, scan.stderr[-3000:]
+        wait_for(lambda: (c := counts(home))[0] == n and c[2] == 0, 120, interval=0.3, what="all tagged")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+    assert rc == 0, log.read_text()[-3000:]
+    report = json.loads(scan.stdout)
+    tagged, work, queued, claimed = counts(home)
+    assert (tagged, queued, claimed) == (n, 0, 0)
+    assert work == n, f"{work - n} photos were tagged twice"
+    by_watcher = sum(e.get("count", 0) for e in log_events(log) if e.get("event") == "tagged")
+    assert report["new"] + by_watcher == n and report["failed"] == 0
+    assert report["new"] > 0 and by_watcher > 0, (report, by_watcher)  # they really overlapped
