@@ -461,7 +461,7 @@ def probe_in_child(path: Path | str, max_pixels: int, timeout: float = 120.0) ->
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               timeout=timeout)
     except subprocess.TimeoutExpired:
-        return f"decoding it alone in a separate process hung for over {timeout:.0f} s"
+        return f"decoding it alone in a separate process hung for over {timeout:g} s"
     if done.returncode in (PROBE_OK, PROBE_UNREADABLE):
         return None
     if done.returncode < 0:

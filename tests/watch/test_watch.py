@@ -391,3 +391,40 @@ def test_stop_while_a_claimed_row_is_prepared_loses_and_charges_nothing(library,
     assert watcher.prepared >= 5
     assert (tagged + queued, claimed) == (n, 0), (tagged, queued, claimed)
     assert model_work(library) == tagged
+
+
+def test_suspect_whose_probe_process_hangs_is_set_aside_and_a_healthy_one_is_tagged(library, home, tagger, root):
+    """Rows whose claims died twice (real processes that claimed them and died) are suspects: each
+    is decoded alone in a probe process first. A probe that does not finish in time is evidence;
+    three of them set the photo aside. The other suspect's probe passes and it is tagged."""
+    from phototag.ingest.queue import ISOLATE_AFTER, WorkQueue
+    from phototag.ingest.watch import Watcher
+    from watch.test_queue import claim_in_a_process_that_dies
+
+    old = time.time() - 3600
+    good, slow = root / "good.jpg", root / "slow.jpg"
+    for i, p in enumerate((good, slow)):
+        os.utime(write_photo(p, i), (old, old))
+    WorkQueue(library).enqueue([good, slow])
+    for _ in range(ISOLATE_AFTER):
+        assert len(claim_in_a_process_that_dies(home, 2)) == 2
+
+    class SlowProbe(Watcher):
+        def _probe(self, item):
+            self.probe_timeout = 0.01 if item.path == slow else 120.0  # no Python starts in 10 ms
+            return super()._probe(item)
+
+    watcher = SlowProbe(library, tagger, [root], stable_seconds=0.5, batch_timeout=0.2, decode_workers=2)
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: photo_row(library, good) and photo_row(library, good).tagged_run_id, 60, what="good tagged")
+        wait_for(lambda: photo_row(library, slow) and photo_row(library, slow).status == "error", 60,
+                 what="slow set aside")
+        wait_for(lambda: queue_length(library) == 1, 30, what="good's row settled")
+    finally:
+        watcher.stop()
+        thread.join(60)
+    error = photo_row(library, slow).error
+    assert "set aside after 3 failures" in error and "hung" in error
+    assert model_work(library) == 1 and queue_length(library) == 1
