@@ -7,13 +7,15 @@ import os
 import re
 import sys
 from enum import Enum
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import typer
 from rich.console import Console
 
 from phototag.config import get_settings
-from phototag.library import Library
+
+if TYPE_CHECKING:  # the library (sqlalchemy, numpy) is imported when a command opens it
+    from phototag.library import Library
 
 console = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -35,6 +37,8 @@ def open_library(ctx: typer.Context | None = None) -> Library:
     obj = ctx.ensure_object(dict) if ctx is not None else {}
     lib = obj.get("library")
     if lib is None:
+        from phototag.library import Library
+
         lib = Library(get_settings())
         obj["library"] = lib
         if ctx is not None:
