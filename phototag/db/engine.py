@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from alembic.config import Config as AlembicConfig
-from alembic.util import CommandError
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 import phototag_migrations
+
+if TYPE_CHECKING:  # alembic is imported only when a schema is read, checked or upgraded through it
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
 
 
 class DatabaseError(Exception):
@@ -26,13 +28,48 @@ class DatabaseError(Exception):
 
 
 def _alembic_config() -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(Path(phototag_migrations.__file__).parent))
     return cfg
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+_REVISION_LINE = re.compile(r"""^(down_revision|revision)\s*(?::[^=]*)?=\s*(None|"([^"]*)"|'([^']*)')\s*(?:#.*)?$""",
+                            re.MULTILINE)
+
+
+@functools.lru_cache(maxsize=1)
+def _head_from_files() -> str | None:
+    """The head revision read from the migration files' ``revision``/``down_revision`` lines, without
+    importing alembic (opening a library that needs no upgrade should not pay for it). None when the
+    files do not say it plainly (a merge, a missing line, two heads): the caller then asks alembic."""
+    revisions: dict[str, str | None] = {}
+    for file in sorted((Path(phototag_migrations.__file__).parent / "versions").glob("*.py")):
+        if file.name == "__init__.py":
+            continue
+        values = {m.group(1): m.group(3) or m.group(4) for m in _REVISION_LINE.finditer(file.read_text("utf-8"))}
+        if "revision" not in values or "down_revision" not in values or values["revision"] in revisions:
+            return None
+        revisions[values["revision"]] = values["down_revision"]
+    heads = set(revisions) - set(revisions.values())
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _stored_revision(conn) -> str | None:
+    """The revision in the database's alembic_version table: None when it has no such table or
+    not exactly one row (alembic then decides what that means)."""
+    try:
+        rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
+    except Exception:  # no alembic_version table: a new (or foreign) database
+        return None
+    return rows[0][0] if len(rows) == 1 else None
 
 
 def _on_connect(dbapi_conn: sqlite3.Connection, _record) -> None:
@@ -95,11 +132,24 @@ class Database:
             yield session
 
     def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
+    def at_head(self) -> bool:
+        """Whether the schema is at the head revision, answered without alembic (see
+        :func:`_head_from_files`); False when in doubt, so that :meth:`upgrade` decides."""
+        head = _head_from_files()
+        if head is None:
+            return False
+        with self.engine.connect() as conn:
+            return _stored_revision(conn) == head
+
     def _known_revision(self, script: ScriptDirectory) -> str | None:
         """The database's revision, or a clear error when this phototag does not know it."""
+        from alembic.util import CommandError
+
         current = self.current_revision()
         try:
             script.get_revision(current)
@@ -111,6 +161,8 @@ class Database:
         return current
 
     def pending_revisions(self) -> list[str]:
+        from alembic.script import ScriptDirectory
+
         script = ScriptDirectory.from_config(_alembic_config())
         current = self._known_revision(script)
         return [rev.revision for rev in script.iterate_revisions(script.get_current_head(), current)][::-1]
@@ -127,6 +179,9 @@ class Database:
 
         Returns the backup path (None when nothing needed upgrading or the DB was new). A revision
         this phototag does not know raises :class:`DatabaseError` before any backup is written."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
         current = self._known_revision(ScriptDirectory.from_config(_alembic_config()))
         if current == head_revision() and revision == "head":
             return None
@@ -153,7 +208,8 @@ class Database:
 def open_database(path: Path | str, upgrade: bool = True) -> Database:
     """Open (creating if needed) the library database at ``path``.
 
-    With ``upgrade`` (the default) the schema is brought to the head revision, after a backup."""
+    With ``upgrade`` (the default) the schema is brought to the head revision, after a backup; a
+    database already at the head is opened without importing alembic."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +218,7 @@ def open_database(path: Path | str, upgrade: bool = True) -> Database:
     engine = make_engine(path)
     db = Database(path=path, engine=engine, sessionmaker=sessionmaker(engine, expire_on_commit=False))
     try:
-        if upgrade:
+        if upgrade and not db.at_head():
             db.upgrade()
         else:
             with engine.connect():
