@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import numpy as np
-from PIL import Image
+if TYPE_CHECKING:  # annotations only: the error classes here are imported by commands that need neither
+    import numpy as np
+    from PIL import Image
 
 
 @dataclass(frozen=True)
