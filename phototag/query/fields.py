@@ -166,6 +166,8 @@ def is_sort_name(name: str) -> bool:
 # ---- built-in fields ------------------------------------------------------------------------
 
 _SCORE_SUFFIX = re.compile(r"^(?P<name>.*)@(?P<score>[^@]*)$", re.S)
+#: what after an '@' was meant as a score but is not one (0,8  0.8-0.9  .8...): an error, not a tag name
+_NUMBERISH = re.compile(r"[\d.,\s+-]*\d[\d.,\s+-]*")
 
 
 def tag_field(v: FieldValue) -> Node:
@@ -178,9 +180,18 @@ def tag_field(v: FieldValue) -> Node:
         score = parse_number_range(m["score"], field=f"{v.field} score", integer=False)
         if score.low is not None and score.low == score.high:
             score = type(score)(score.low, None)  # dog@0.8 = at least 0.8
+        if any(end is not None and end > 1 for end in (score.low, score.high)):
+            raise QueryError(f"{v.field} score: scores run from 0 to 1, got {m['score']!r} in {v.value!r} "
+                             f"(e.g. {m['name']}@0.8..)")
+    elif m and _NUMBERISH.fullmatch(m["score"]):
+        hint = " (a score uses a decimal point: 0.8, not 0,8)" if "," in m["score"] else ""
+        raise QueryError(f"{v.field} score: expects a number or a range like 0.8.. or 0.5..0.9 after '@', "
+                         f"got {m['score']!r} in {v.value!r}{hint}")
     tree = False
     if text.endswith("/") and len(text) > 1:
         text, tree = text[:-1], True
+    if len(text) >= 2 and text[0] == text[-1] == '"':  # tag:"tabby cat"/ and "tabby cat"@0.8 as argv words
+        text = text[1:-1]
     value = FieldValue(v.field, text, v.mode, v.now)
     return TagTerm(value.matcher(default=Fold), tree=tree, score=score)
 

@@ -3,7 +3,7 @@
 Grammar (one term per shell word, as in beets)::
 
     query  := group ("," group)*          a lone "," (or a word ending in ",") separates OR groups
-    group  := (term | sort)*              terms in a group are ANDed
+    group  := (term | sort)+              terms in a group are ANDed; an empty group is an error
     term   := ["^"] (field ":" value | "~" text | word)
     value  := ":" regex | "=~" text | "=" text | text
     sort   := sortkey ("+" | "-")         taken-  path+  (apply to the whole query)
@@ -131,7 +131,7 @@ def tokenize(source: str | Sequence[str]) -> list[str]:
         try:
             return list(lexer)
         except ValueError as exc:
-            raise QueryError(f"cannot split the query {source!r}: {exc}") from None
+            raise QueryError(f"cannot split the query {source!r}: {exc} (unbalanced quote?)") from None
     words = list(source)
     for w in words:
         if not isinstance(w, str):
@@ -147,11 +147,15 @@ def parse(source: str | Sequence[str], *, now: dt.datetime | None = None) -> Que
     local_now = _local_now(now)
     words = tokenize(source)
     groups: list[list[Node]] = [[]]
+    commas: list[int] = []  # the word (0-based) that ended each group but the last
+    used: list[bool] = [False]  # the group has a word (a term or a sort word)
     sort: list[SortKey] = []
-    for word in words:
+    for i, word in enumerate(words):
         ends_group = False
         if word == ",":
             groups.append([])
+            commas.append(i)
+            used.append(False)
             continue
         if len(word) > 1 and word.endswith(",") and not word.endswith("\\,"):
             word, ends_group = word[:-1], True
@@ -160,8 +164,12 @@ def parse(source: str | Sequence[str], *, now: dt.datetime | None = None) -> Que
             sort.append(SortKey(m["name"].lower(), m["dir"] == "-"))
         else:
             groups[-1].append(parse_term(word, local_now))
+        used[-1] = True
         if ends_group:
             groups.append([])
+            commas.append(i)
+            used.append(False)
+    _check_groups(words, commas, used)
 
     ands: list[Node] = []
     for group in groups:
@@ -180,14 +188,33 @@ def parse(source: str | Sequence[str], *, now: dt.datetime | None = None) -> Que
     return Query(expr, tuple(sort), text)
 
 
+def _check_groups(words: list[str], commas: list[int], used: list[bool]) -> None:
+    """Every OR group has a term: ``dog , cat`` is fine, a lone ``,`` (which would match every
+    photo), ``, dog``, ``dog ,`` and ``dog , , cat`` are mistakes."""
+    for g, has_words in enumerate(used):
+        if has_words or not commas:
+            continue
+        if g == 0:
+            at, what = commas[0], "nothing before it"
+        elif g == len(commas):
+            at, what = commas[-1], "nothing after it"
+        else:
+            at, what = commas[g], f"nothing between it and the ',' of word {commas[g - 1] + 1}"
+        raise QueryError(
+            f"empty OR group: the ',' of word {at + 1} ({words[at]!r}) has {what}; "
+            "a ',' separates two groups of terms, e.g. dog , cat"
+        )
+
+
 def parse_term(word: str, now: dt.datetime) -> Node:
     """One word: ``[^](field:value | ~text | tag)``."""
     negate = False
+    whole = word
     if word.startswith("^"):
         negate, word = True, word[1:]
         if not word:
             raise QueryError("'^' must be followed by a term, e.g. ^dog")
-    node = _positive_term(word, now)
+    node = _positive_term(word, now, whole, len(whole) - len(word))
     if negate:
         if any(isinstance(n, RankedTerm) for n in node.walk()):
             raise QueryError(f"{word!r} ranks photos and cannot be negated with '^'")
@@ -195,29 +222,44 @@ def parse_term(word: str, now: dt.datetime) -> Node:
     return node
 
 
-def _positive_term(word: str, now: dt.datetime) -> Node:
+def _positive_term(word: str, now: dt.datetime, whole: str | None = None, offset: int = 0) -> Node:
+    """``whole``: the word as written (with its ``^``), ``offset``: where ``word`` starts in it
+    (for the position in error messages)."""
+    whole = word if whole is None else whole
     if word.startswith("~"):
-        text = _unquote(word[1:].strip()).strip()
+        rest = word[1:]
+        text = _unquote(rest.strip(), whole, offset + 1 + len(rest) - len(rest.lstrip())).strip()
         if not text:
             raise QueryError('"~" must be followed by a description, e.g. ~"a dog on a beach"')
         return TextTerm(text=text)
     m = _FIELD_RE.match(word)
     if m:
         spec = _fields.get_field(m["field"])
-        value, mode = _split_mode(_unquote(m["rest"]))
-        value = _unquote(value)
+        at = offset + m.start("rest")
+        rest = _unquote(m["rest"], whole, at)
+        if rest != m["rest"]:
+            at += 1
+        value, mode = _split_mode(rest)
+        value = _unquote(value, whole, at + len(rest) - len(value))
         return spec.factory(_fields.FieldValue(spec.name, value, mode, now))
     # a bare word is a tag; "\:" "\^" "\~" "\," escape the characters the grammar uses
-    text = re.sub(r"\\([:^~,])", r"\1", _unquote(word))
+    text = re.sub(r"\\([:^~,])", r"\1", _unquote(word, whole, offset))
     value, mode = _split_mode(text) if text.startswith(("=", ":")) else (text, "default")
     return _fields.get_field("tag").factory(_fields.FieldValue("tag", value, mode, now))
 
 
-def _unquote(text: str) -> str:
+def _unquote(text: str, word: str | None = None, at: int = 0) -> str:
     """Drop one pair of surrounding double quotes: a shell that was given '~"a dog"' or
-    'tag:"tabby cat"' hands them over."""
+    'tag:"tabby cat"' hands them over. A value that opens a quote must close it: ``word`` and
+    ``at`` (where ``text`` starts in it) name the place in the error."""
     if len(text) >= 2 and text[0] == text[-1] == '"':
         return text[1:-1]
+    if text.startswith('"') and '"' not in text[1:]:
+        shown = word if word is not None else text
+        raise QueryError(
+            f"unbalanced quote: the \" at character {at + 1} of {shown!r} is never closed "
+            f"(close it: {shown + chr(34)!r})"
+        )
     return text
 
 

@@ -39,10 +39,24 @@ def test_documented_examples_parse(words):
     parse(words, now=NOW)
 
 
-def test_the_documented_error_message_is_the_real_one():
-    with pytest.raises(QueryError) as info:
-        parse(["camra:fuji"])
-    assert f"error: {info.value}" in DOC.read_text(encoding="utf-8")
+def documented_errors() -> list[tuple[list[str], str]]:
+    """``$ phototag search ARGS`` lines of the text blocks, each with the ``error:`` line after it."""
+    out = []
+    for block in re.findall(r"```text\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S):
+        lines = block.splitlines()
+        for line, following in zip(lines, lines[1:]):
+            if line.startswith("$ phototag search ") and following.startswith("error: "):
+                out.append((shlex.split(line)[3:], following[len("error: "):]))
+    return out
+
+
+def test_the_documented_error_messages_are_the_real_ones():
+    errors = documented_errors()
+    assert len(errors) >= 5 and ["camra:fuji"] in [words for words, _ in errors]
+    for words, message in errors:
+        with pytest.raises(QueryError) as info:
+            parse(words, now=NOW)
+        assert str(info.value) == message, words
 
 
 def test_there_are_enough_examples():

@@ -1,4 +1,5 @@
-"""Golden file of parse results: ``query<TAB>repr(Query)``, one per line.
+"""Golden file of parse results: ``query<TAB>repr(Query)``, one per line; a query that is a
+mistake has ``QueryError: message`` (what the user is told) instead.
 
 To add a query, append a line with the query and any second column, then run with
 PHOTOTAG_UPDATE_GOLDEN=1 and review the diff.
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from phototag.query import parse
+from phototag.query import QueryError, parse
 from phototag.query.view import load_views
 
 from .conftest import NOW
@@ -28,13 +29,21 @@ def read_golden() -> list[tuple[str, str]]:
     return rows
 
 
+def parsed(query: str) -> str:
+    try:
+        return repr(parse(query, now=NOW))
+    except QueryError as exc:
+        return f"QueryError: {exc}"
+
+
 def test_parse_results_match_the_golden_file():
     rows = read_golden()
     assert len(rows) >= 60
-    got = [(q, repr(parse(q, now=NOW))) for q, _ in rows]
+    got = [(q, parsed(q)) for q, _ in rows]
     if os.environ.get("PHOTOTAG_UPDATE_GOLDEN"):
         header = [l for l in GOLDEN.read_text(encoding="utf-8").splitlines() if l.startswith("#")]
         GOLDEN.write_text("\n".join(header + [f"{q}\t{r}" for q, r in got]) + "\n", encoding="utf-8")
+    assert sum(e.startswith("QueryError: ") for _, e in rows) >= 10  # mistakes are golden too
     mismatches = [f"{q!r}\n  golden: {e}\n  now:    {r}" for (q, e), (_, r) in zip(rows, got) if e != r]
     assert not mismatches, "\n".join(mismatches)
 
@@ -50,7 +59,9 @@ def test_match_agrees_with_sql_for_every_golden_query(library_db, views):
     from phototag.query import search_ids
 
     checked = 0
-    for query_text, _ in read_golden():
+    for query_text, expected in read_golden():
+        if expected.startswith("QueryError: "):
+            continue
         query = parse(query_text, now=NOW)
         if query.ranked_terms:
             continue
