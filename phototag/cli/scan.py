@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from phototag.cli.common import ListFormat, console, open_library, print_json
+from phototag.cli.common import ListFormat, console, markup_safe, open_library, print_json
 from phototag.pipeline import Pipeline
 from phototag.tagging.registry import get_tagger
 
@@ -32,7 +33,17 @@ def scan(
     work. A moved or renamed photo keeps its tags. Another scan or the watcher running on the same
     library at the same time is no problem: each file is tagged by one of them. Photos that vanished are marked missing, never
     deleted. Unreadable files are recorded with the reason and the scan goes on.
+
+    A PATH that does not exist is an error (exit status 2): when other PATHs exist they are still
+    scanned, and nothing under the missing one is marked missing (it may be an unmounted drive).
     """
+    gone = [p for p in paths if not os.path.lexists(os.path.expanduser(p))]
+    for p in gone:
+        console.print(f"[red]error:[/red] {markup_safe(os.fspath(p))}: no such file or folder "
+                      "(not scanned; nothing under it is marked missing)", soft_wrap=True)
+    paths = [p for p in paths if p not in gone]
+    if not paths:
+        raise typer.Exit(2)
     lib = open_library(ctx)
     tagger = get_tagger(lib.settings, model)
     plugins_on_commit = _after_commit_hook(lib)
@@ -53,6 +64,8 @@ def scan(
         report = pipeline.scan(paths)
     if fmt == ListFormat.json:
         print_json(report.as_dict())
+        if gone:
+            raise typer.Exit(2)
         return
     console.print(
         f"[green]{report.new} new[/green], {report.updated} updated, {report.unchanged} unchanged, "
@@ -62,9 +75,11 @@ def scan(
     if report.busy:
         console.print(f"  {report.busy} being tagged by another phototag process (left to it)")
     for path, error in report.errors[:20]:
-        console.print(f"  [red]✗[/red] {path}: {error}")
+        console.print(f"  [red]✗[/red] {markup_safe(str(path))}: {markup_safe(str(error))}")
     if len(report.errors) > 20:
         console.print(f"  … and {len(report.errors) - 20} more (phototag search status:error)")
+    if gone:
+        raise typer.Exit(2)
 
 
 def _after_commit_hook(lib):
