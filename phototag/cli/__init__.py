@@ -159,21 +159,25 @@ def show_user_error(exc: BaseException | str) -> None:
         typer.secho(f"error: {line}", fg="red", err=True)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions whose message is meant for the user: shown without a traceback."""
-    from phototag.db.engine import DatabaseError
-    from phototag.ingest.decode import DecodeError
-    from phototag.library import LibraryError
-    from phototag.tagging.base import TaggerError
+_USER_ERRORS = (
+    ("phototag.db.engine", "DatabaseError"), ("phototag.ingest.decode", "DecodeError"),
+    ("phototag.library", "LibraryError"), ("phototag.tagging.base", "TaggerError"),
+    ("phototag.query", "QueryError"), ("phototag.tagging.weights", "CheckpointError"),
+    ("phototag.plugins", "PluginError"), ("phototag.export", "ExportError"), ("phototag.search", "SearchError"),
+)
 
-    errors: list[type[BaseException]] = [ConfigError, DatabaseError, DecodeError, LibraryError, TaggerError]
-    for module, name in (("phototag.query", "QueryError"), ("phototag.tagging.weights", "CheckpointError"),
-                         ("phototag.plugins", "PluginError"), ("phototag.export", "ExportError"),
-                         ("phototag.search", "SearchError")):
-        try:
-            errors.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            pass
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions whose message is meant for the user: shown without a traceback.
+
+    Only modules already imported are looked in: an exception raised by a module that was never
+    imported cannot be, and importing one here (tagging.weights imports torch) would make a one-line
+    error message cost seconds."""
+    errors: list[type[BaseException]] = [ConfigError]
+    for module, name in _USER_ERRORS:
+        error = getattr(sys.modules.get(module), name, None)
+        if isinstance(error, type) and issubclass(error, BaseException):
+            errors.append(error)
     return tuple(errors)
 
 
