@@ -24,6 +24,9 @@ app = typer.Typer(
     "search it, and write the tags where photo apps read them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # plain click help: paragraphs re-flowed as written (rich mode kept the docstrings' line breaks
+    # and wrapped them again mid-sentence), no <bool>/<int> type column for flags, no markup eaten
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
