@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -95,6 +95,9 @@ class ExportResult:
     target: str | None = None
     detail: str = ""
     content_hash: str | None = None
+    #: the photo's sidecars right after this write (:meth:`Exporter.sidecar_stat`), stored with the
+    #: photo so that phototag's own write is not read back as the user's edit
+    sidecar_stat: str | None = None
 
 
 @dataclass
@@ -156,6 +159,21 @@ class Exporter(abc.ABC):
     def is_current(self, item: ExportItem, state_target: str | None) -> bool:
         """Whether what was written last time is still there (else it is written again)."""
         return state_target is not None and Path(state_target).exists()
+
+    def sidecar_stat(self, item: ExportItem) -> str | None:
+        """For an exporter that writes the photo's sidecars (which phototag also reads: two-way sync,
+        docs/sync.md): their stat on disk, as :func:`phototag_plugins.xmp.sidecar_stat` gives it.
+        None (the default): this exporter writes no sidecar. A sidecar whose stat differs from the one
+        phototag stored when it last read or wrote it was changed by someone else since: it is written
+        only if :meth:`unread_edits` finds nothing a write would lose, and its stat is then not stored,
+        so that the next scan reads what the other app added."""
+        return None
+
+    def unread_edits(self, item: ExportItem) -> str | None:
+        """Why the photo's sidecar must be read by a scan before it is written (the user's edits in the
+        part phototag rewrites, which the write would lose), or None. Asked only of a sidecar that
+        changed since phototag last read or wrote it."""
+        return None
 
     def open(self, dry_run: bool) -> None:
         """Prepare for a run (check an app is closed, back up its database, …)."""
@@ -397,24 +415,26 @@ def export_photos(
             batch_ids = ids[start:start + batch_size]
             with make_session() as session:
                 items = load_items(session, batch_ids, tag_paths, min_score)
-                statuses = {pid: status for pid, status in session.execute(
-                    select(Photo.id, Photo.status).where(Photo.id.in_(batch_ids)))}
+                rows = session.execute(
+                    select(Photo.id, Photo.status, Photo.sidecar_stat).where(Photo.id.in_(batch_ids))).all()
+                statuses = {r.id: r.status for r in rows}
+                sidecars = {r.id: r.sidecar_stat for r in rows}
                 states = {
                     (s.photo_id, s.exporter): s
                     for s in session.scalars(select(ExportState).where(
                         ExportState.photo_id.in_(batch_ids),
                         ExportState.exporter.in_([e.name for e in chosen])))
                 }
-            slots: list[ExportResult | tuple[Exporter, ExportItem, str]] = []
+            slots: list[ExportResult | tuple[Exporter, ExportItem, str, bool]] = []
             for item in items:
                 for exporter in chosen:
                     slots.append(_plan_one(exporter, item, states.get((item.photo_id, exporter.name)),
-                                           statuses.get(item.photo_id), force))
+                                           statuses.get(item.photo_id), force, sidecars.get(item.photo_id)))
             to_write = [s for s in slots if isinstance(s, tuple)]
             if to_write and not dry_run:
                 # Before a file changes, its state stops claiming anything: a kill between the
                 # write and the record below then means "write again", never "unchanged".
-                _mark_pending(make_session, [(i.photo_id, e.name, e.target(i)) for e, i, _ in to_write], token)
+                _mark_pending(make_session, [(i.photo_id, e.name, e.target(i)) for e, i, *_ in to_write], token)
             written: list[ExportResult] = []
             for slot in slots:
                 if isinstance(slot, tuple):
@@ -445,8 +465,9 @@ def _exporter(chosen: Sequence[Exporter], name: str) -> Exporter:
 
 
 def _plan_one(exporter: Exporter, item: ExportItem, state: ExportState | None, status: str | None,
-              force: bool) -> "ExportResult | tuple[Exporter, ExportItem, str]":
-    """The result for a photo that needs no write, or (exporter, item, content hash) to write."""
+              force: bool, stored_sidecar: str | None = None) -> "ExportResult | tuple[Exporter, ExportItem, str, bool]":
+    """The result for a photo that needs no write, or (exporter, item, content hash, whether its sidecar
+    changed since phototag last read or wrote it) to write."""
     if status is not None and status != PhotoStatus.ok.value:
         return ExportResult(exporter.name, item.photo_id, str(item.path), SKIPPED, detail=f"photo is {status}")
     try:
@@ -455,19 +476,33 @@ def _plan_one(exporter: Exporter, item: ExportItem, state: ExportState | None, s
                 and exporter.is_current(item, state.target)):
             return ExportResult(exporter.name, item.photo_id, str(item.path), UNCHANGED, state.target,
                                 content_hash=digest)
+        changed_since = False
+        if stored_sidecar is not None:
+            now = exporter.sidecar_stat(item)
+            changed_since = bool(now) and now != stored_sidecar  # a deleted sidecar holds nothing to lose
+            reason = exporter.unread_edits(item) if changed_since else None
+            if reason:  # edited by another app and not read yet: keep it
+                return ExportResult(exporter.name, item.photo_id, str(item.path), SKIPPED,
+                                    detail=f"{reason}; `phototag scan` (or the watcher) reads them first, then exports")
     except Exception as exc:  # one bad photo must not stop a library-wide export
         log.warning("export of %s with %s failed: %s", item.path, exporter.name, exc)
         return ExportResult(exporter.name, item.photo_id, str(item.path), FAILED, detail=str(exc))
-    return exporter, item, digest
+    return exporter, item, digest, changed_since
 
 
-def _write_one(exporter: Exporter, item: ExportItem, digest: str, dry_run: bool) -> ExportResult:
+def _write_one(exporter: Exporter, item: ExportItem, digest: str, changed_since: bool,
+               dry_run: bool) -> ExportResult:
     try:
         result = exporter.write(item, dry_run)
     except Exception as exc:  # one bad photo must not stop a library-wide export
         log.warning("export of %s with %s failed: %s", item.path, exporter.name, exc)
         return ExportResult(exporter.name, item.photo_id, str(item.path), FAILED, detail=str(exc))
     result.content_hash = digest
+    if result.action == WRITTEN and not changed_since:  # else the next scan reads what another app added
+        try:
+            result.sidecar_stat = exporter.sidecar_stat(item)
+        except OSError:  # pragma: no cover - stat of a file just written
+            result.sidecar_stat = None
     if item.notes and result.action in (WRITTEN, WOULD_WRITE):
         log.warning("export of %s with %s: %s", item.path, exporter.name, "; ".join(item.notes))
         result.detail = "; ".join([*([result.detail] if result.detail else []), *item.notes])
@@ -506,6 +541,9 @@ def _store_states(make_session: Callable[[], Session], written: list[ExportResul
                 ExportState.photo_id.in_({k[0] for k in keys}),
                 ExportState.exporter.in_({k[1] for k in keys})))
         }
+        stats = {r.photo_id: r.sidecar_stat for r in written if r.sidecar_stat is not None}
+        if stats:  # what phototag wrote is not an edit to read back (two-way sync, docs/sync.md)
+            session.execute(update(Photo), [{"id": pid, "sidecar_stat": stat} for pid, stat in stats.items()])
         for result in written:
             state = existing.get((result.photo_id, result.exporter))
             if state is None:  # the photo was deleted meanwhile (the row went with it)

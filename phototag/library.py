@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -54,6 +54,8 @@ class PhotoFacts:
     height: int | None = None
     format: str | None = None
     exif: Mapping[str, object] = field(default_factory=dict)
+    #: the photo's sidecars on disk when their keywords were read (``phototag_plugins.xmp.sidecar_stat``)
+    sidecar_stat: str | None = None
 
 
 class Library:
@@ -63,6 +65,7 @@ class Library:
         self.settings = settings or get_settings()
         self.db = db or open_database(self.settings.db_path)
         self._tag_ids: dict[str, int] = {}
+        self._tag_zh: dict[str, str | None] = {}  # name_zh of the tags in _tag_ids, as last seen
 
     @property
     def engine(self):
@@ -77,7 +80,7 @@ class Library:
             with self.db.session(immediate=immediate) as session:
                 yield session
         except BaseException:
-            self._tag_ids.clear()
+            self.forget_tag_cache()
             raise
 
     def close(self) -> None:
@@ -125,6 +128,8 @@ class Library:
         photo.format = facts.format
         for key, value in facts.exif.items():
             setattr(photo, key, value)
+        if facts.sidecar_stat is not None:
+            photo.sidecar_stat = facts.sidecar_stat
         photo.status = PhotoStatus.ok.value
         photo.error = None
         photo.updated_at = utcnow()
@@ -195,7 +200,10 @@ class Library:
         parents: Mapping[str, str] | None = None,
         names_zh: Mapping[str, str] | None = None,
     ) -> dict[str, int]:
-        """Tag ids for ``names``, creating missing tags (and their ancestors) as needed."""
+        """Tag ids for ``names``, creating missing tags (and their ancestors) as needed.
+
+        ``names_zh``: Chinese names, set on new tags and filled in on existing tags that have none (a
+        library tagged before its model had Chinese names); each tag is looked at once per process."""
         parents = parents or {}
         names_zh = names_zh or {}
         wanted: list[str] = []
@@ -206,8 +214,10 @@ class Library:
                 node, guard = parents.get(node), guard + 1
         missing = [n for n in wanted if n not in self._tag_ids]
         if missing:
-            for tag_id, tag_name in session.execute(select(Tag.id, Tag.name).where(Tag.name.in_(missing))):
+            for tag_id, tag_name, tag_zh in session.execute(
+                    select(Tag.id, Tag.name, Tag.name_zh).where(Tag.name.in_(missing))):
                 self._tag_ids[tag_name] = tag_id
+                self._tag_zh[tag_name] = tag_zh
 
         def create(name: str, depth: int = 0) -> int:
             if name in self._tag_ids:
@@ -220,21 +230,52 @@ class Library:
             # insert it unless it exists, then read its id (never a UNIQUE failure)
             session.execute(sqlite_insert(Tag).values(name=name, name_zh=names_zh.get(name), parent_id=parent_id)
                             .on_conflict_do_nothing(index_elements=[Tag.name]))
-            tag_id = session.scalar(select(Tag.id).where(Tag.name == name))
+            tag_id, tag_zh = session.execute(select(Tag.id, Tag.name_zh).where(Tag.name == name)).one()
             self._tag_ids[name] = tag_id
+            self._tag_zh[name] = tag_zh
             return tag_id
 
         for name in wanted:  # parents are created before their children
             create(name)
+        if names_zh:
+            fill = {n: names_zh[n] for n in wanted if names_zh.get(n) and self._tag_zh.get(n) is None}
+            if fill:
+                self._fill_names_zh(session, fill)
         return {n: self._tag_ids[n] for n in wanted}
+
+    def _fill_names_zh(self, session: Session, names_zh: Mapping[str, str]) -> None:
+        """Set the Chinese name of these tags where they have none (one executemany)."""
+        table = Tag.__table__
+        session.execute(
+            update(table).where(table.c.name == bindparam("b_name"), table.c.name_zh.is_(None))
+            .values(name_zh=bindparam("b_zh")),
+            [{"b_name": n, "b_zh": zh} for n, zh in names_zh.items()],
+        )
+        for name, zh in names_zh.items():
+            if name in self._tag_ids:
+                self._tag_zh[name] = zh
+
+    def fill_tag_names_zh(self, session: Session, names_zh: Mapping[str, str]) -> int:
+        """Give every tag without a Chinese name the one in ``names_zh`` (a model's vocabulary), e.g. in
+        a library tagged before the built-in model had Chinese names. One query; returns the count."""
+        if not names_zh:
+            return 0
+        empty = session.scalars(select(Tag.name).where(Tag.name_zh.is_(None))).all()
+        fill = {n: names_zh[n] for n in empty if names_zh.get(n)}
+        if fill:
+            self._fill_names_zh(session, fill)
+        return len(fill)
 
     def forget_tag_cache(self) -> None:
         self._tag_ids.clear()
+        self._tag_zh.clear()
 
-    def add_manual_tags(self, session: Session, photo: Photo, names: Iterable[str]) -> list[str]:
-        """User-given tags (source ``manual``). A removal of the same tag is cancelled."""
+    def add_manual_tags(self, session: Session, photo: Photo, names: Iterable[str],
+                        parents: Mapping[str, str] | None = None) -> list[str]:
+        """User-given tags (source ``manual``). A removal of the same tag is cancelled. ``parents``:
+        where new tags go in the hierarchy (child → parent)."""
         names = [n.strip() for n in names if n.strip()]
-        ids = self.ensure_tags(session, names)
+        ids = self.ensure_tags(session, names, parents)
         added = []
         for name in names:
             tag_id = ids[name]
@@ -266,6 +307,82 @@ class Library:
             removed.append(name)
         session.flush()
         return removed
+
+    def apply_sidecar_edits(
+        self, session: Session, photo: Photo, added: Iterable[tuple[str, ...]] = (),
+        removed: Iterable[tuple[str, ...]] = (),
+    ) -> tuple[list[str], list[str]]:
+        """The user's edits under phototag's root in the photo's sidecar (two-way sync, docs/sync.md),
+        applied as ``tag add`` / ``tag remove`` would: each ``added`` path (tag names from the top)
+        becomes a manual tag placed under its path's levels; each ``removed`` one takes its tag away
+        (any source) and keeps model runs from giving it back. Returns (added names, removed names)."""
+        added_names: list[str] = []
+        for path in added:
+            path = tuple(p.strip() for p in path if p.strip())
+            if path:
+                parents = {child: parent for parent, child in zip(path, path[1:])}
+                added_names += self.add_manual_tags(session, photo, [path[-1]], parents)
+        removed_names: list[str] = []
+        for path in removed:
+            path = tuple(p.strip() for p in path if p.strip())
+            if not path:
+                continue
+            leaf = path[-1]
+            if session.scalar(select(Tag.id).where(Tag.name == leaf)) is None:
+                # a Chinese name phototag wrote (languages = ["zh"]); else a tag the library does not have yet
+                # (a new library reading an older one's sidecar): made, so that the removal holds
+                by_zh = session.scalar(select(Tag.name).where(Tag.name_zh == leaf).limit(1))
+                if by_zh is not None:
+                    leaf = by_zh
+                else:
+                    self.ensure_tags(session, [leaf], {c: p for p, c in zip(path, path[1:])})
+            removed_names += self.remove_tags(session, photo, [leaf])
+        return added_names, removed_names
+
+    def copy_model_results(self, session: Session, photo: Photo, source: Photo, model_id: str) -> int:
+        """Give ``photo`` the model tags, embedding and caption that ``source`` (the same content) got
+        from ``model_id``: a byte-identical copy needs no model work. The photo keeps its own manual and
+        imported tags and its removals; tags removed from ``source`` by the user are given with the
+        score they had (a removal is one photo's). Returns the number of model tags given."""
+        removed_here = set(session.scalars(select(TagRemoval.tag_id).where(TagRemoval.photo_id == photo.id)))
+        best: dict[int, tuple[float | None, int | None]] = {}
+        for tag_id, score, run_id in session.execute(
+            select(PhotoTag.tag_id, PhotoTag.score, PhotoTag.model_run_id)
+            .where(PhotoTag.photo_id == source.id, PhotoTag.source == TagSource.model.value)
+        ):
+            best[tag_id] = (score, run_id)
+        for tag_id, score in session.execute(
+            select(TagRemoval.tag_id, TagRemoval.score)
+            .where(TagRemoval.photo_id == source.id, TagRemoval.score.is_not(None))
+        ):
+            best.setdefault(tag_id, (score, source.tagged_run_id))
+        session.execute(
+            delete(PhotoTag).where(PhotoTag.photo_id == photo.id, PhotoTag.source == TagSource.model.value)
+        )
+        now = utcnow()
+        rows = [{"photo_id": photo.id, "tag_id": tag_id, "source": TagSource.model.value, "score": score,
+                 "model_run_id": run_id, "created_at": now}
+                for tag_id, (score, run_id) in best.items() if tag_id not in removed_here]
+        if rows:
+            session.execute(insert(PhotoTag), rows)
+        for kind in (Embedding, Caption):
+            theirs = session.scalar(select(kind).where(kind.photo_id == source.id, kind.model_id == model_id))
+            if theirs is None:
+                continue
+            mine = session.scalar(select(kind).where(kind.photo_id == photo.id, kind.model_id == model_id))
+            if mine is None:
+                mine = kind(photo_id=photo.id, model_id=model_id)
+                session.add(mine)
+            mine.model_run_id = theirs.model_run_id
+            if kind is Embedding:
+                mine.dim, mine.vector = theirs.dim, theirs.vector
+            else:
+                mine.text = theirs.text
+            mine.created_at = now
+        photo.tagged_at = now
+        photo.tagged_run_id = source.tagged_run_id
+        session.flush()
+        return len(rows)
 
     def set_imported_tags(self, session: Session, photo: Photo, keywords: Iterable[str]) -> None:
         """The keywords the photo (or its sidecar) already carries, as ``imported`` tags.

@@ -11,12 +11,20 @@ Shared by ``scan``, ``watch`` and ``retag``:
   the batch's work-queue rows), so a crash never leaves half a batch;
 * ``scan`` claims each file that needs the model in the work queue before decoding it
   (:meth:`phototag.ingest.queue.WorkQueue.claim_path`): two scans of one library, or a scan and the
-  watcher, never tag one file twice; a file another live process holds is left to it.
+  watcher, never tag one file twice; a file another live process holds is left to it;
+* two kinds of job need no model: a photo whose XMP sidecar another app changed (its keywords are read
+  again: two-way sync, ``docs/sync.md``) and a byte-identical copy of a photo the same model (same
+  weights and settings) already tagged (its model tags, embedding and caption are copied);
+* a batch whose transaction fails for a reason that is not the database's (a value SQLite cannot
+  store) is stored again photo by photo, and the photo that fails is recorded as that photo's error.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import datetime
+import json
 import logging
 import os
 import queue
@@ -39,7 +47,7 @@ from phototag.ingest.fingerprint import sha256_file
 from phototag.ingest.walk import FoundFile, iter_photo_files
 from phototag.library import Library, PhotoFacts
 from phototag.tagging.base import Tagger
-from phototag_plugins.xmp.sidecar import read_keywords
+from phototag_plugins.xmp.sidecar import PhotoKeywords, read_keywords, read_photo_keywords, sidecar_stat
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +62,15 @@ class Job:
 
     path: Path
     root: Path | None
-    reason: str = "new"  # new | changed | retag
+    reason: str = "new"  # new | changed | retag | sidecar (its sidecar changed: keywords only, no model)
     size: int | None = None
     mtime: float | None = None
     sha256: str | None = None
     #: set for jobs claimed from the work queue: the row's ``enqueued_at`` at claim time. The batch
     #: deletes the row only if it was not enqueued again meanwhile (the file changed in flight).
     queued_at: datetime.datetime | None = None
+    #: a tagged photo with the same content, model, weights and settings: its results are copied
+    copy_of: int | None = None
 
 
 @dataclass
@@ -74,6 +84,8 @@ class Report:
     retagged: int = 0
     tagged: int = 0
     busy: int = 0  # files another running phototag process was tagging (left to it)
+    copied: int = 0  # new/changed photos given the tags of a byte-identical photo (no model work)
+    synced: int = 0  # unchanged photos whose sidecar changed: keywords read again (no model work)
     errors: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     model_seconds: float = 0.0
@@ -82,7 +94,7 @@ class Report:
         return {
             "new": self.new, "updated": self.updated, "unchanged": self.unchanged, "moved": self.moved,
             "failed": self.failed, "missing": self.missing, "retagged": self.retagged, "tagged": self.tagged,
-            "busy": self.busy,
+            "busy": self.busy, "copied": self.copied, "synced": self.synced,
             "seconds": round(self.seconds, 3), "model_seconds": round(self.model_seconds, 3),
             "errors": [{"path": p, "error": e} for p, e in self.errors],
         }
@@ -93,8 +105,15 @@ class _Decoded:
     job: Job
     facts: PhotoFacts | None = None
     prepared: Any = None
-    keywords: list[str] = field(default_factory=list)  # the user's own keywords (XMP/IPTC/sidecar)
+    keywords: PhotoKeywords = field(default_factory=PhotoKeywords)  # the user's keywords and sidecar edits
     error: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """model | copy | sidecar: what storing it takes."""
+        if self.job.reason == "sidecar":
+            return "sidecar"
+        return "copy" if self.job.copy_of is not None else "model"
 
 
 ProgressFn = Callable[[str, int], None]  # (event, n): "total", "advance"
@@ -129,6 +148,8 @@ class Pipeline:
         self.stop_event = stop_event or threading.Event()
         self._run_id: int | None = None
         self._claimed: dict[str, datetime.datetime] | None = None  # scan's claims not settled yet
+        self._tagger_key: tuple[Tagger, tuple[str, str, str]] | None = None
+        self._names_zh_filled_for: Tagger | None = None
 
     # ---- scanning -------------------------------------------------------------------------
     def scan(self, roots: Iterable[Path | str]) -> Report:
@@ -165,45 +186,95 @@ class Pipeline:
         return report
 
     def _classify(self, found: list[FoundFile], report: Report) -> Iterator[Job]:
-        """Yield the files that need the model; handle unchanged and moved files on the way."""
-        lib = self.library
+        """Yield the files that need work (the model, a copy, or a sidecar read); handle unchanged and
+        moved files on the way."""
         for f in found:
             if self.stop_event.is_set():
                 return
-            with lib.session() as session:
-                photo = lib.photo_by_path(session, f.path)
-                if (
-                    photo is not None and photo.size == f.size and photo.mtime == f.mtime
-                    and (photo.tagged_run_id is not None or photo.status == PhotoStatus.error.value)
-                ):
-                    if photo.status == PhotoStatus.missing.value:
-                        photo.status = PhotoStatus.ok.value
-                    report.unchanged += 1
-                    self.progress("advance", 1)
-                    continue
-                try:
-                    digest = sha256_file(f.path)
-                except OSError as exc:
-                    lib.record_error(session, f.path, f.root, f"cannot read: {exc.strerror or exc}", f.size, f.mtime)
-                    report.failed += 1
-                    report.errors.append((str(f.path), f"cannot read: {exc.strerror or exc}"))
-                    self.progress("advance", 1)
-                    continue
-                if photo is not None and photo.sha256 == digest and (
-                    photo.tagged_run_id is not None or photo.status == PhotoStatus.error.value
-                ):
-                    lib.touch_unchanged(session, photo, f.mtime)
-                    report.unchanged += 1
-                    self.progress("advance", 1)
-                    continue
-                if photo is None:
-                    moved_from = self._moved_source(session, digest, f.path)
-                    if moved_from is not None:
-                        lib.move_photo(session, moved_from, f.path, f.root, f.mtime)
-                        report.moved += 1
-                        self.progress("advance", 1)
-                        continue
-            yield Job(f.path, f.root, "new" if photo is None else "changed", f.size, f.mtime, digest)
+            job = self._classify_one(f, report)
+            if job is None:
+                self.progress("advance", 1)
+            else:
+                yield job
+
+    def _classify_one(self, f: FoundFile, report: Report) -> Job | None:
+        lib = self.library
+        with lib.session() as session:
+            photo = lib.photo_by_path(session, f.path)
+            if (
+                photo is not None and photo.size == f.size and photo.mtime == f.mtime
+                and (photo.tagged_run_id is not None or photo.status == PhotoStatus.error.value)
+            ):
+                if photo.status == PhotoStatus.missing.value:
+                    photo.status = PhotoStatus.ok.value
+                if self._sidecar_changed(photo, f.path):
+                    return Job(f.path, f.root, "sidecar", f.size, f.mtime, photo.sha256)
+                report.unchanged += 1
+                return None
+            try:
+                digest = sha256_file(f.path)
+            except OSError as exc:
+                lib.record_error(session, f.path, f.root, f"cannot read: {exc.strerror or exc}", f.size, f.mtime)
+                report.failed += 1
+                report.errors.append((str(f.path), f"cannot read: {exc.strerror or exc}"))
+                return None
+            if photo is not None and photo.sha256 == digest and (
+                photo.tagged_run_id is not None or photo.status == PhotoStatus.error.value
+            ):
+                lib.touch_unchanged(session, photo, f.mtime)
+                if self._sidecar_changed(photo, f.path):
+                    return Job(f.path, f.root, "sidecar", f.size, f.mtime, digest)
+                report.unchanged += 1
+                return None
+            if photo is None:
+                moved_from = self._moved_source(session, digest, f.path)
+                if moved_from is not None:
+                    lib.move_photo(session, moved_from, f.path, f.root, f.mtime)
+                    report.moved += 1
+                    return None
+            return Job(f.path, f.root, "new" if photo is None else "changed", f.size, f.mtime, digest,
+                       copy_of=self._copy_source(session, digest, f.path))
+
+    def _sidecar_changed(self, photo: Photo, path: Path) -> bool:
+        """Whether another app changed the sidecars of this tagged photo since phototag last read or
+        wrote them (their stat differs from the stored one). A photo that had none and still has none
+        (or was never looked at and has none: a library from before 0005) just records that."""
+        if photo.status == PhotoStatus.error.value or photo.tagged_run_id is None:
+            return False
+        now = sidecar_stat(path)
+        if photo.sidecar_stat == now:
+            return False
+        if photo.sidecar_stat is None and now == "":
+            photo.sidecar_stat = now
+            return False
+        return True
+
+    def _model_key(self) -> tuple[str, str, str]:
+        """(model id, weights sha256, settings) of the tagger: what a copy's source must have been tagged
+        with. Computed once per tagger (some hash their weights file for it)."""
+        if self._tagger_key is None or self._tagger_key[0] is not self.tagger:
+            tagger = self.tagger
+            key = (tagger.model_id, tagger.weights_sha256, json.dumps(tagger.settings(), sort_keys=True, default=str))
+            self._tagger_key = (tagger, key)
+        return self._tagger_key[1]
+
+    def _copy_source(self, session, digest: str, path: Path) -> int | None:
+        """A photo with this content that this model (same weights, same settings) tagged: its results
+        are this file's too."""
+        candidates = session.execute(
+            select(Photo.id, ModelRun.model_id, ModelRun.weights_sha256, ModelRun.settings)
+            .join(ModelRun, ModelRun.id == Photo.tagged_run_id)
+            .where(Photo.sha256 == digest, Photo.path != str(path), Photo.status != PhotoStatus.error.value)
+            .order_by(Photo.tagged_at.desc()).limit(8)
+        ).all()
+        if not candidates:
+            return None
+        model_id, weights, settings = self._model_key()
+        for row in candidates:
+            if (row.model_id, row.weights_sha256) == (model_id, weights) and \
+                    json.dumps(row.settings, sort_keys=True, default=str) == settings:
+                return row.id
+        return None
 
     def _claim(self, claims, jobs: Iterable[Job], report: Report, claimed: dict) -> Iterator[Job]:
         """Claim each job's file in the work queue before it is decoded; a file another live process
@@ -251,20 +322,46 @@ class Pipeline:
             return self.library.mark_missing(session, gone)
 
     # ---- decode → infer → persist -----------------------------------------------------------
+    def _keywords(self, job: Job) -> tuple[str, PhotoKeywords]:
+        """The sidecars' stat, then what the photo's files say about its tags (read after the stat: an
+        edit in between is seen as a change next time, never missed)."""
+        stat = sidecar_stat(job.path)
+        return stat, read_photo_keywords(job.path, root=self.xmp_root)
+
     def _decode(self, job: Job) -> _Decoded:
         try:
+            if job.reason == "sidecar":  # the photo is unchanged: its keywords only
+                stat, keywords = self._keywords(job)
+                facts = PhotoFacts(path=job.path, root=job.root, size=job.size, mtime=job.mtime, sha256=job.sha256,
+                                   sidecar_stat=stat)
+                return _Decoded(job, facts, None, keywords)
             if job.sha256 is None or job.size is None:
                 st = job.path.stat()
                 job.size, job.mtime = st.st_size, st.st_mtime
                 job.sha256 = sha256_file(job.path)
+            if job.copy_of is not None:
+                with self.library.session() as session:
+                    source = session.get(Photo, job.copy_of)
+                    size = None if source is None else (source.width, source.height, source.format)
+                if size is not None:
+                    stat, keywords = self._keywords(job)
+                    facts = PhotoFacts(
+                        path=job.path, root=job.root, size=job.size, mtime=job.mtime, sha256=job.sha256,
+                        width=size[0], height=size[1], format=size[2], exif=read_exif(job.path).as_columns(),
+                        sidecar_stat=stat,
+                    )
+                    return _Decoded(job, facts, None, keywords)
+                job.copy_of = None  # its twin went away meanwhile: the model it is
             decoded = decode_photo(job.path, max_pixels=self.max_pixels)
             exif = read_exif(job.path)
             prepared = self.tagger.prepare(decoded.image)
+            stat, keywords = self._keywords(job)
             facts = PhotoFacts(
                 path=job.path, root=job.root, size=job.size, mtime=job.mtime, sha256=job.sha256,
                 width=decoded.width, height=decoded.height, format=decoded.format, exif=exif.as_columns(),
+                sidecar_stat=stat,
             )
-            return _Decoded(job, facts, prepared, read_keywords(job.path, root=self.xmp_root))
+            return _Decoded(job, facts, prepared, keywords)
         except DecodeError as exc:
             return _Decoded(job, error=str(exc))
         except FileNotFoundError:
@@ -279,6 +376,7 @@ class Pipeline:
         """Decode, tag and store ``jobs``. Returns (and fills) ``report``."""
         report = report if report is not None else Report()
         started = time.perf_counter()
+        self._fill_names_zh()
         results: queue.Queue[_Decoded | None] = queue.Queue()
         max_in_flight = max(2 * self.batch_size, self.decode_workers * 2)
         slots = threading.Semaphore(max_in_flight)
@@ -369,9 +467,23 @@ class Pipeline:
         report.seconds = report.seconds or (time.perf_counter() - started)
         return report
 
+    def _fill_names_zh(self) -> None:
+        """Once per tagger: tags without a Chinese name get the model's (a library tagged before the
+        model had them); one query, nothing when all have one."""
+        if self._names_zh_filled_for is self.tagger:
+            return
+        self._names_zh_filled_for = self.tagger
+        try:
+            names_zh = self.tagger.tag_names_zh()
+            if names_zh:
+                with self.library.session() as session:
+                    self.library.fill_tag_names_zh(session, names_zh)
+        except Exception as exc:  # names are a nicety: tagging goes on
+            log.warning("could not fill in Chinese tag names: %s: %s", type(exc).__name__, exc)
+
     def _infer(self, batch: list[_Decoded], report: Report) -> tuple[list[_Decoded], list]:
         """Run the model on the decodable photos of ``batch`` (in the calling thread)."""
-        good = [d for d in batch if d.error is None]
+        good = [d for d in batch if d.error is None and d.kind == "model"]
         predictions: list = []
         if good:
             t0 = time.perf_counter()
@@ -380,51 +492,163 @@ class Pipeline:
         return good, predictions
 
     def _persist(self, batch: list[_Decoded], good: list[_Decoded], predictions: list, report: Report) -> None:
-        """Store one batch in one transaction (in the writer thread), then run the after-commit hooks."""
-        from phototag.ingest.queue import settle
+        """Store one batch in one transaction (in the writer thread), then run the after-commit hooks.
 
-        lib = self.library
-        committed: list[int] = []
-        # immediate: the batch's reads (is this path, this tag already there?) hold until it commits,
-        # whatever other processes write meanwhile
-        with lib.session(immediate=True) as session:
-            if self._run_id is None and good:
-                self._run_id = lib.start_model_run(session, self.tagger).id
-            run = session.get(ModelRun, self._run_id) if self._run_id is not None else None
-            for decoded, prediction in zip(good, predictions):
-                job = decoded.job
-                photo = lib.upsert_photo(session, decoded.facts)
-                prediction.tags = plugins.adjust_tags(str(job.path), prediction.tags, self.tagger.model_id,
-                                                      lib.settings)
-                lib.store_prediction(session, photo, run, self.tagger, prediction)
-                lib.set_imported_tags(session, photo, decoded.keywords)
-                committed.append(photo.id)
-                if job.reason == "new":
-                    report.new += 1
-                elif job.reason == "retag":
-                    report.retagged += 1
-                else:
-                    report.updated += 1
-                report.tagged += 1
+        A transaction that fails for a reason that is not the database's (a value SQLite cannot store,
+        from one photo or a plugin) is tried again photo by photo: the photo that fails is recorded as
+        that photo's error and the others are stored. A database problem (locked, disk full, removed)
+        is raised: it is no photo's fault."""
+        predicted = {id(d): p for d, p in zip(good, predictions)}
+        try:
+            outcome = self._store(batch, predicted)
+        except Exception as exc:
+            if database_failed(exc):
+                raise
+            log.warning("a batch could not be stored (%s: %s): storing its photos one by one",
+                        type(exc).__name__, exc)
+            outcome = _Outcome()
             for decoded in batch:
-                if decoded.error is not None:
-                    job = decoded.job
-                    lib.record_error(session, job.path, job.root, decoded.error, job.size, job.mtime, job.sha256,
-                                     queued_at=job.queued_at)
-                    report.failed += 1
-                    report.errors.append((str(job.path), decoded.error))
-            for d in batch:  # the batch's queue rows are done with its tags (errors: in record_error)
-                if d.error is None:
-                    settle(session, d.job.path, d.job.queued_at)
+                try:
+                    outcome.add(self._store([decoded], predicted))
+                except Exception as one:
+                    if database_failed(one):
+                        raise
+                    log.warning("cannot store %s: %s: %s", decoded.job.path, type(one).__name__, one)
+                    outcome.add(self._store_failure(decoded, one))
+        outcome.add_to(report)
         if self._claimed is not None:
             for d in batch:
                 self._claimed.pop(str(d.job.path), None)
         self.progress("advance", len(batch))
-        if committed and self.on_commit is not None:
+        if outcome.committed and self.on_commit is not None:
             try:
-                self.on_commit(committed)
+                self.on_commit(outcome.committed)
             except Exception:  # an exporter failing must not lose tagging work
                 log.exception("after-commit hook failed")
+
+    def _store(self, items: list[_Decoded], predicted: dict[int, Any]) -> "_Outcome":
+        """Store ``items`` in one transaction; what it did, once it committed."""
+        from phototag.ingest.queue import settle
+
+        lib = self.library
+        out = _Outcome()
+        created_run = False
+        try:
+            # immediate: the batch's reads (is this path, this tag already there?) hold until it commits,
+            # whatever other processes write meanwhile
+            with lib.session(immediate=True) as session:
+                run = None
+                if any(d.error is None and d.kind == "model" for d in items):
+                    if self._run_id is None:
+                        self._run_id = lib.start_model_run(session, self.tagger).id
+                        created_run = True
+                    run = session.get(ModelRun, self._run_id)
+                for decoded in items:
+                    job = decoded.job
+                    if decoded.error is not None:
+                        lib.record_error(session, job.path, job.root, decoded.error, job.size, job.mtime, job.sha256,
+                                         queued_at=job.queued_at)
+                        out.count["failed"] += 1
+                        out.errors.append((str(job.path), decoded.error))
+                        continue
+                    kind = decoded.kind
+                    if kind == "sidecar":
+                        photo = lib.photo_by_path(session, job.path)
+                        if photo is None:  # gone meanwhile (moved: its new path is classified on its own)
+                            settle(session, job.path, job.queued_at)
+                            continue
+                        photo.sidecar_stat = decoded.facts.sidecar_stat
+                    else:
+                        photo = lib.upsert_photo(session, decoded.facts)
+                    edits = decoded.keywords.edits
+                    # a photo new to the library also takes the manual tags its sidecar records (an earlier
+                    # library's, or another phototag's); a known photo takes only what the user changed there
+                    lib.apply_sidecar_edits(session, photo, [*edits.added, *(edits.manual if job.reason == "new" else [])],
+                                            edits.removed)
+                    if kind == "model":
+                        prediction = predicted[id(decoded)]
+                        adjusted = plugins.adjust_tags(str(job.path), prediction.tags, self.tagger.model_id,
+                                                       lib.settings)
+                        lib.store_prediction(session, photo, run, self.tagger,
+                                             dataclasses.replace(prediction, tags=adjusted))
+                    elif kind == "copy":
+                        source = session.get(Photo, job.copy_of)
+                        if source is not None and source.tagged_run_id is not None:
+                            lib.copy_model_results(session, photo, source, self.tagger.model_id)
+                        # else its twin went away since: left untagged, the next scan gives it to the model
+                    lib.set_imported_tags(session, photo, decoded.keywords.keywords)
+                    out.committed.append(photo.id)
+                    if kind == "sidecar":
+                        out.count["synced"] += 1
+                    else:
+                        out.count[{"new": "new", "retag": "retagged"}.get(job.reason, "updated")] += 1
+                        out.count["tagged" if kind == "model" else "copied"] += 1
+                for d in items:  # the batch's queue rows are done with its tags (errors: in record_error)
+                    if d.error is None:
+                        settle(session, d.job.path, d.job.queued_at)
+        except BaseException:
+            if created_run:  # rolled back with the batch
+                self._run_id = None
+            raise
+        return out
+
+    def _store_failure(self, decoded: _Decoded, exc: Exception) -> "_Outcome":
+        """``decoded`` could not be stored: record that as its error (a photo whose sidecar alone could not
+        be read in keeps its tags and status; its sidecar is read again when it changes)."""
+        from phototag.ingest.queue import settle
+
+        job = decoded.job
+        lib = self.library
+        out = _Outcome()
+        with lib.session(immediate=True) as session:
+            if decoded.kind == "sidecar":
+                error = f"its sidecar's keywords cannot be stored: {type(exc).__name__}: {exc}"
+                photo = lib.photo_by_path(session, job.path)
+                if photo is not None:
+                    photo.sidecar_stat = decoded.facts.sidecar_stat
+                settle(session, job.path, job.queued_at)
+            else:
+                error = f"cannot be stored: {type(exc).__name__}: {exc}"
+                lib.record_error(session, job.path, job.root, error, job.size, job.mtime, job.sha256,
+                                 queued_at=job.queued_at)
+        out.count["failed"] += 1
+        out.errors.append((str(job.path), error))
+        return out
+
+
+@dataclass
+class _Outcome:
+    """What storing some photos did (added to the report once committed)."""
+
+    count: collections.Counter = field(default_factory=collections.Counter)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    committed: list[int] = field(default_factory=list)
+
+    def add(self, other: "_Outcome") -> None:
+        self.count.update(other.count)
+        self.errors += other.errors
+        self.committed += other.committed
+
+    def add_to(self, report: Report) -> None:
+        for name, n in self.count.items():
+            setattr(report, name, getattr(report, name) + n)
+        report.errors += self.errors
+
+
+def database_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database's problem (locked, busy, disk full, I/O error, read-only, removed,
+    corrupt), not one photo's: then retrying the photos one by one is pointless."""
+    import sqlite3
+
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, (OSError, MemoryError)):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError):
+            return True
+        return type(exc.orig) in (sqlite3.OperationalError, sqlite3.DatabaseError, sqlite3.InternalError)
+    return isinstance(exc, (sqlite3.OperationalError, sqlite3.InternalError)) or type(exc) is sqlite3.DatabaseError
 
 
 # ---- the probe: one suspect photo decoded in a separate process -----------------------------------

@@ -155,6 +155,9 @@ class Photo(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     tagged_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     tagged_run_id: Mapped[int | None] = mapped_column(ForeignKey("model_runs.id", ondelete="SET NULL"))
+    # revision 0005: the photo's XMP sidecars as phototag last read or wrote them ("name:size:mtime_ns;…",
+    # "" = none, NULL = never looked); a different stat on disk means another app edited them
+    sidecar_stat: Mapped[str | None] = mapped_column(Text)
 
     tags: Mapped[list["PhotoTag"]] = relationship(
         back_populates="photo", cascade="all, delete-orphan", passive_deletes=True

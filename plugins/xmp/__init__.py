@@ -21,6 +21,7 @@ Settings (``[plugins.xmp]`` in config.toml):
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -43,12 +44,17 @@ from .sidecar import (
     find_sidecars,
     merge_keywords,
     read_keywords,
+    read_fields_of,
+    read_photo_keywords,
+    sidecar_edits,
+    sidecar_stat,
     remove_stale_temps,
     sidecar_path,
     update_keywords,
 )
 
-__all__ = ["XmpExporter", "XmpError", "read_keywords", "find_sidecars", "sidecar_path", "merge_keywords"]
+__all__ = ["XmpExporter", "XmpError", "read_keywords", "read_photo_keywords", "sidecar_stat", "find_sidecars",
+           "sidecar_path", "merge_keywords"]
 
 DEFAULTS: dict[str, Any] = {
     "root": "phototag",
@@ -88,11 +94,41 @@ class XmpExporter(Exporter):
     def root(self) -> str:
         return self.options["root"].strip()
 
+    def sidecar_stat(self, item: ExportItem) -> str | None:
+        return sidecar_stat(item.path) if self.options["sidecar"] else None
+
+    def unread_edits(self, item: ExportItem) -> str | None:
+        target = Path(self.target(item) or "")
+        if not self.options["sidecar"] or not target.is_file():
+            return None
+        try:
+            edits = sidecar_edits(read_fields_of(target), self.root)
+        except XmpError:
+            return None  # not readable: the write reports that
+        if not (edits.added or edits.removed):
+            return None
+        return (f"{target.name} has keywords under {self.root!r} that another app added or removed "
+                "since phototag wrote it")
+
     def content_hash(self, item: ExportItem) -> str:
         digest = super().content_hash(item)
         if names_with_separators(item):  # written differently since separators are replaced
             digest = hashlib.sha256(f"{digest}:separators-replaced".encode()).hexdigest()
-        return digest
+        # the sync records (what phototag wrote, which of it is manual: docs/sync.md) are part of what
+        # is written: a tag turning manual changes the sidecar, and sidecars from before the records
+        # are written once more to gain them
+        manual = sorted(self.manual_paths(item))
+        blob = json.dumps(["sync-records-1", digest, manual], ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8", "surrogateescape")).hexdigest()
+
+    def manual_paths(self, item: ExportItem) -> set[tuple[str, ...]]:
+        """The written paths of the photo's manual tags (in every language written)."""
+        paths: set[tuple[str, ...]] = set()
+        for tag in item.tags:
+            if "manual" in tag.sources:
+                for language in self.options["languages"]:
+                    paths.add(tag.path_zh if language == "zh" else tag.path)
+        return paths
 
     def paths(self, item: ExportItem) -> list[tuple[str, ...]]:
         paths: set[tuple[str, ...]] = set()
@@ -120,14 +156,16 @@ class XmpExporter(Exporter):
         try:
             if self.options["sidecar"]:
                 target = Path(result.target or "")
-                changed, _ = update_keywords(target, paths, self.root, create=True, dry_run=dry_run)
+                changed, _ = update_keywords(target, paths, self.root, create=True, dry_run=dry_run,
+                                             manual=self.manual_paths(item))
                 changed_any |= changed
                 if not changed and not target.exists():
                     result.detail = "no tags to write"
                     return result
             if self.options["write_image"]:
                 if photo.suffix.lower() in WRITABLE_IMAGE_SUFFIXES:
-                    changed, _ = update_keywords(photo, paths, self.root, create=False, dry_run=dry_run)
+                    changed, _ = update_keywords(photo, paths, self.root, create=False, dry_run=dry_run,
+                                                 manual=self.manual_paths(item))
                     changed_any |= changed
                 else:
                     notes.append(f"exiv2 cannot safely write {photo.suffix} files; sidecar only")

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from phototag.export import level_name
+from phototag.export import SEPARATOR_LOOKALIKES, level_name
 
 log = logging.getLogger(__name__)
 # Exiv2 warns about every camera's quirky maker notes while phototag only reads keywords: keep
@@ -53,6 +53,11 @@ TAGS_LIST = "Xmp.digiKam.TagsList"
 HIERARCHICAL = "Xmp.lr.hierarchicalSubject"
 SUBJECT = "Xmp.dc.subject"
 RECORD = f"Xmp.{PHOTOTAG_PREFIX}.subjects"
+#: the TagsList entries under phototag's root that phototag wrote last time, and those of them that
+#: are manual tags: what the user changed under the root since is told apart from what phototag wrote
+#: (two-way sync, docs/sync.md)
+WRITTEN_RECORD = f"Xmp.{PHOTOTAG_PREFIX}.written"
+MANUAL_RECORD = f"Xmp.{PHOTOTAG_PREFIX}.manual"
 #: hierarchical keyword fields other tools write, with their separators (read only)
 OTHER_HIERARCHICAL = {"Xmp.MicrosoftPhoto.LastKeywordXMP": "/", "Xmp.mediapro.CatalogSets": "|"}
 IPTC_KEYWORDS = "Iptc.Application2.Keywords"
@@ -131,6 +136,21 @@ def sidecar_path(photo: Path, style: str = "name.ext.xmp") -> Path:
     raise XmpError(f"unknown sidecar style {style!r}: use \"name.ext.xmp\" or \"name.xmp\"")
 
 
+def sidecar_stat(photo: Path | str) -> str:
+    """What the photo's sidecars look like on disk: ``"<name after the stem>:<size>:<mtime ns>"`` of
+    each (``.xmp:2311:1733…;.jpg.xmp:…``), ``""`` when it has none. Stored per photo after phototag
+    read or wrote them: a different value later means another app changed, added or removed one."""
+    photo = Path(photo)
+    parts = []
+    for sidecar in find_sidecars(photo):
+        try:
+            st = os.stat(sidecar)
+        except OSError:
+            continue
+        parts.append(f"{sidecar.name[len(photo.stem):]}:{st.st_size}:{st.st_mtime_ns}")
+    return ";".join(parts)
+
+
 # ---- the keyword update (pure) -----------------------------------------------------------------
 
 
@@ -142,6 +162,8 @@ class KeywordFields:
     hierarchical: list[str] = field(default_factory=list)
     subject: list[str] = field(default_factory=list)
     record: list[str] = field(default_factory=list)  # dc:subject entries phototag added
+    written: list[str] = field(default_factory=list)  # TagsList entries under the root phototag wrote
+    manual: list[str] = field(default_factory=list)  # those of them that are manual tags
 
 
 def _under(value: str, root: str, sep: str) -> bool:
@@ -152,15 +174,23 @@ def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def merge_keywords(current: KeywordFields, paths: Sequence[Sequence[str]], root: str) -> KeywordFields:
+def merge_keywords(current: KeywordFields, paths: Sequence[Sequence[str]], root: str,
+                   manual: Iterable[Sequence[str]] = ()) -> KeywordFields:
     """Replace phototag's keywords in ``current`` by ``paths`` (each a tuple of names below
-    ``root``), keeping every other keyword in its place."""
+    ``root``), keeping every other keyword in its place. ``manual``: those of ``paths`` that are
+    manual tags (recorded, so that a new library takes them back as manual tags)."""
     if not root or "/" in root or "|" in root:
         raise XmpError(f"the keyword root must be one non-empty name without / or |, not {root!r}")
     clean = [tuple(part.strip() for part in p) for p in paths if p]
     clean = [p for p in clean if all(p)]
+    def joined(p: Sequence[str]) -> str:
+        return "/".join((root, *(level_name(n, "/") for n in p)))
+
     tags_list = [v for v in current.tags_list if not _under(v, root, "/")]
-    tags_list += _unique("/".join((root, *(level_name(n, "/") for n in p))) for p in sorted(clean))
+    written = _unique(joined(p) for p in sorted(clean))
+    tags_list += written
+    manual_set = {tuple(part.strip() for part in p) for p in manual}
+    manual_written = [joined(p) for p in sorted(clean) if p in manual_set]
     hierarchical = [v for v in current.hierarchical if not _under(v, root, "|")]
     ancestors: list[str] = []
     for p in sorted(clean):
@@ -176,6 +206,8 @@ def merge_keywords(current: KeywordFields, paths: Sequence[Sequence[str]], root:
         hierarchical=_unique(hierarchical),
         subject=base + added,
         record=added,
+        written=written,
+        manual=_unique(manual_written),
     )
 
 
@@ -217,6 +249,8 @@ def read_fields(xmp_data) -> KeywordFields:
         hierarchical=_read_array(xmp_data, HIERARCHICAL),
         subject=_read_array(xmp_data, SUBJECT),
         record=_read_array(xmp_data, RECORD),
+        written=_read_array(xmp_data, WRITTEN_RECORD),
+        manual=_read_array(xmp_data, MANUAL_RECORD),
     )
 
 
@@ -265,6 +299,8 @@ def write_fields(xmp_data, fields: KeywordFields) -> None:
     _set_array(xmp_data, HIERARCHICAL, fields.hierarchical, seq=False)
     _set_array(xmp_data, SUBJECT, fields.subject, seq=False)
     _set_array(xmp_data, RECORD, fields.record, seq=False)
+    _set_array(xmp_data, WRITTEN_RECORD, fields.written, seq=False)
+    _set_array(xmp_data, MANUAL_RECORD, fields.manual, seq=False)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -330,7 +366,7 @@ def _replace(tmp: Path, target: Path) -> None:
 
 
 def update_keywords(target: Path, paths: Sequence[Sequence[str]], root: str, *, create: bool,
-                    dry_run: bool = False) -> tuple[bool, KeywordFields]:
+                    dry_run: bool = False, manual: Iterable[Sequence[str]] = ()) -> tuple[bool, KeywordFields]:
     """Set phototag's keywords in ``target`` (a sidecar, or an image exiv2 can write).
 
     ``create`` makes a new sidecar when ``target`` does not exist. Returns (changed, new fields);
@@ -355,7 +391,7 @@ def update_keywords(target: Path, paths: Sequence[Sequence[str]], root: str, *, 
         else:
             image = None
             current = KeywordFields()
-        new = merge_keywords(current, paths, root)
+        new = merge_keywords(current, paths, root, manual)
         if new == current or (not exists and not new.tags_list):
             return False, new
         if dry_run:
@@ -406,6 +442,63 @@ def _keywords_from_xmp(xmp_data, root: str | None) -> tuple[set[tuple[str, ...]]
     return hierarchical, flat
 
 
+def _level(name: str) -> str:
+    """One level of a keyword path as the tag name it was written for (look-alikes back)."""
+    for separator, lookalike in SEPARATOR_LOOKALIKES.items():
+        name = name.replace(lookalike, separator)
+    return name
+
+
+@dataclass
+class SidecarEdits:
+    """What the user changed under phototag's root in a sidecar since phototag last wrote it,
+    each a path of tag names below the root (docs/sync.md)."""
+
+    added: list[tuple[str, ...]] = field(default_factory=list)  #: not written by phototag: manual tags
+    removed: list[tuple[str, ...]] = field(default_factory=list)  #: written by phototag, deleted since
+    manual: list[tuple[str, ...]] = field(default_factory=list)  #: recorded as manual tags, still there
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.manual)
+
+
+def sidecar_edits(fields: KeywordFields, root: str) -> SidecarEdits:
+    """Compare the keywords under ``root`` with phototag's record of what it wrote there.
+
+    A path in digiKam's TagsList or Lightroom's hierarchicalSubject that phototag did not write (and
+    that is not an ancestor of one) was *added*; a path phototag wrote that is gone from either of
+    them, or whose leaf phototag added to ``dc:subject`` and is gone from it, was *removed*. A sidecar
+    phototag wrote before it kept the ``written`` record (it has only the ``subjects`` one) shows no
+    edits; one with no record at all was written by the user alone, so all its paths are added."""
+
+    def under(values: Iterable[str], sep: str) -> set[tuple[str, ...]]:
+        out = set()
+        for value in values:
+            if _under(value, root, sep):
+                parts = tuple(_level(p) for p in _split(value, sep))[1:]
+                if parts:
+                    out.add(parts)
+        return out
+
+    tags_list = under(fields.tags_list, "/")
+    hierarchical = under(fields.hierarchical, "|")
+    if fields.written:
+        written = under(fields.written, "/")
+    elif fields.record:
+        written = set(tags_list)
+    else:
+        written = set()
+    present = tags_list | hierarchical
+    ancestors = {p[:depth] for p in present | written for depth in range(1, len(p))}
+    added = sorted(p for p in present - written if p not in ancestors)
+    ours = set(fields.record)
+    subject = set(fields.subject)
+    removed = sorted(p for p in written if p not in tags_list or p not in hierarchical
+                     or (p[-1] in ours and p[-1] not in subject))
+    manual = sorted(p for p in under(fields.manual, "/") if p in written and p not in removed)
+    return SidecarEdits(added=added, removed=removed, manual=manual)
+
+
 def _iptc_text(value: str) -> str:
     """An IPTC value as text. IPTC from before UTF-8 (Photoshop, old cameras and scanners) declares
     no character set and holds Windows-1252 / Latin-1 bytes; exiv2 hands the bytes it cannot decode
@@ -420,6 +513,14 @@ def _iptc_text(value: str) -> str:
         return raw.decode("latin-1")
 
 
+@dataclass
+class PhotoKeywords:
+    """What the files of one photo say about its tags."""
+
+    keywords: list[str] = field(default_factory=list)  #: the user's own keywords (:func:`read_keywords`)
+    edits: SidecarEdits = field(default_factory=SidecarEdits)  #: edits under phototag's root
+
+
 def read_keywords(path: Path | str, root: str | None = "phototag",
                   ignored_roots: Sequence[str] = IGNORED_ROOTS) -> list[str]:
     """The user's own keywords of a photo, as ``/``-joined hierarchical paths, sorted.
@@ -430,13 +531,24 @@ def read_keywords(path: Path | str, root: str | None = "phototag",
     is also a level of a hierarchical keyword is not repeated, nor is a path that is the ancestor
     of another (the tag hierarchy implies it). Files exiv2 cannot read are
     skipped (logged), so this never fails on a photo."""
+    return read_photo_keywords(path, root, ignored_roots).keywords
+
+
+def read_photo_keywords(path: Path | str, root: str | None = "phototag",
+                        ignored_roots: Sequence[str] = IGNORED_ROOTS) -> PhotoKeywords:
+    """:func:`read_keywords`, and the user's edits under ``root`` in the sidecar phototag writes to
+    (the preferred one, :func:`sidecar_path`), each file read once."""
     exiv2 = _exiv2()
     path = Path(path)
     hierarchical: set[tuple[str, ...]] = set()
     flat: set[str] = set()
-    for source in [*find_sidecars(path), path]:
+    edits = SidecarEdits()
+    sidecars = find_sidecars(path)
+    for source in [*sidecars, path]:
         try:
             with _opened(source) as image:
+                if root and source is (sidecars[0] if sidecars else None):
+                    edits = sidecar_edits(read_fields(image.xmpData()), root)
                 h, f = _keywords_from_xmp(image.xmpData(), root)
                 if source == path:
                     for datum in image.iptcData():
@@ -457,4 +569,4 @@ def read_keywords(path: Path | str, root: str | None = "phototag",
     prefixes = {p[:depth] for p in hierarchical for depth in range(1, len(p))}
     result = {"/".join(p) for p in hierarchical if p not in prefixes}
     result |= {f for f in flat if f not in levels}
-    return sorted(result)
+    return PhotoKeywords(sorted(result), edits)

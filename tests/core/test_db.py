@@ -12,7 +12,7 @@ from phototag.db.models import Base
 
 def test_new_database_is_at_head_with_wal_and_foreign_keys(tmp_path):
     db = open_database(tmp_path / "lib" / "phototag.db")
-    assert db.current_revision() == head_revision() == "0004"
+    assert db.current_revision() == head_revision() == "0005"
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -48,7 +48,7 @@ def test_database_created_by_revision_0001_upgrades_cleanly(tmp_path):
     con.close()
 
     db = open_database(path)
-    assert db.current_revision() == "0004"
+    assert db.current_revision() == "0005"
     backups = list(tmp_path.glob("phototag.db.pre-0001-*.bak"))
     assert len(backups) == 1
     old = sqlite3.connect(backups[0])

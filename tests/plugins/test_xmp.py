@@ -32,7 +32,7 @@ from phototag_plugins.xmp import XmpExporter, read_keywords
 from phototag_plugins.xmp import sidecar as xmp_sidecar
 
 XMP_ON = {"plugins": {"enabled": ["xmp"]}}
-KEYWORD_TAGS = {"TagsList", "HierarchicalSubject", "Subject", "Subjects"}
+KEYWORD_TAGS = {"TagsList", "HierarchicalSubject", "Subject", "Subjects", "Written", "Manual"}
 
 
 def _cat_library(make_library, tmp_path, config=XMP_ON):
@@ -406,6 +406,7 @@ def test_a_sidecar_written_before_separators_were_replaced_is_rewritten(make_lib
         item = load_items(session, [band_id])[0]
         state = session.query(ExportState).filter_by(photo_id=band_id).one()
         state.content_hash = Exporter.content_hash(exporter, item)  # the old format's hash
+        session.get(Photo, band_id).sidecar_stat = None  # nor did it record the sidecar's stat (before 0005)
         session.commit()
 
     assert export_photos(lib, None, ["xmp"]).counts() == {"written": 1, "unchanged": 1}
