@@ -12,7 +12,6 @@ Callers use the facades (:func:`exporters`, :func:`taggers`, :func:`query_fields
 from __future__ import annotations
 
 import importlib
-import importlib.metadata as metadata
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ import pluggy
 from phototag import __version__, hookspecs
 
 if TYPE_CHECKING:  # pragma: no cover
+    import importlib.metadata as metadata
+
     from phototag.config import Settings
     from phototag.export import Exporter
     from phototag.library import Library
@@ -102,6 +103,8 @@ def _settings(settings: "Settings | None") -> "Settings":
 
 def entry_points() -> list[metadata.EntryPoint]:
     """Every installed entry point of the ``phototag`` group, enabled or not (sorted by name)."""
+    import importlib.metadata as metadata  # only when a plugin is looked for: a search with none enabled skips it
+
     eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
     unique: dict[str, metadata.EntryPoint] = {}
     for ep in eps:
