@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from phototag.cli.common import ListFormat, console, out, print_json
+from phototag.cli.search import print_table
 from phototag.config import get_settings
 
 app = typer.Typer(help="Install and manage tagging models (RAM, RAM++, Tag2Text packs).", no_args_is_help=True)
@@ -107,7 +108,8 @@ def list_(fmt: ListFormat = typer.Option(ListFormat.table, "--format", "-f", hel
 
     settings = get_settings()
     default = settings.default_model
-    rows = [{"name": "builtin", "kind": "builtin", "classes": None, "captions": False, "default": default == "builtin",
+    rows = [{"name": "builtin", "kind": "builtin", "classes": _builtin_classes(), "captions": False,
+             "default": default == "builtin",
              "description": "EfficientNet-Lite0 (ImageNet), ships with phototag", "weights_sha256": None}]
     for p in list_packs(settings.models_dir):
         rows.append({"name": p.name, "kind": p.kind, "classes": p.num_classes, "captions": p.captioning,
@@ -116,11 +118,20 @@ def list_(fmt: ListFormat = typer.Option(ListFormat.table, "--format", "-f", hel
     if fmt == ListFormat.json:
         print_json(rows)
         return
-    table = Table("", "name", "kind", "classes", "description", box=None)
+    table = Table("", "name", "kind", Column("classes", justify="right"), "description", box=None)
     for r in rows:
         table.add_row("*" if r["default"] else "", r["name"], r["kind"],
                       "" if r["classes"] is None else str(r["classes"]), r["description"])
-    out.print(table)
+    print_table(table)
+
+
+def _builtin_classes() -> int:
+    """The built-in model's class count, from its tag table (no model, no torch)."""
+    import json
+    from importlib.resources import files
+
+    table = json.loads((files("phototag.tagging") / "data" / "imagenet_tags.json").read_text(encoding="utf-8"))
+    return len(table["classes"])
 
 
 @app.command("default")

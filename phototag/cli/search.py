@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import List, Optional
 
 import typer
 from rich.table import Column, Table
 
-from phototag.cli.common import Format, markup_safe, open_library, out, paths_output, print_json
+from phototag.cli.common import Format, console, markup_safe, open_library, out, paths_output, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -48,11 +49,47 @@ def search(
                 for p in photos
             ])
         else:
-            table = Table(Column("path", overflow="fold"), "taken", "camera", "tags")  # a path is never cut short
+            # a path is never cut short: it gets the most room, and folds when it must
+            table = Table(Column("path", overflow="fold", ratio=2), Column("taken", no_wrap=True), "camera",
+                          Column("tags", ratio=1))
             for p in photos:
                 tags = ", ".join(t["name"] for t in lib.photo_tags(session, p.id)[:8])
                 table.add_row(markup_safe(p.path), p.taken_at.strftime("%Y-%m-%d %H:%M") if p.taken_at else "",
                               markup_safe(p.camera_model or ""), markup_safe(tags))
-            out.print(table)
+            print_table(table)
     if not photos:
+        _explain_chinese_names(lib, parsed)
         raise typer.Exit(1)
+
+
+def print_table(table) -> None:
+    """On a terminal the table fills its width (the path column gets the most); into a pipe or
+    a file it is as wide as its rows need, so that no path is folded (rich would assume 80
+    columns there)."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    if out.is_terminal:
+        table.expand = True  # the columns' ratios share the width only in an expanded table
+        out.print(table)
+        return
+    width = Measurement.get(out, out.options.update(width=100_000), table).maximum
+    Console(highlight=False, soft_wrap=True, width=max(out.width, width)).print(table)
+
+
+#: CJK ideographs (and their extension A): a term written in Chinese
+_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def _explain_chinese_names(lib, parsed) -> None:
+    """Nothing matched and a Chinese term names no tag: say where Chinese names come from."""
+    from phototag.query import unknown_tag_names
+
+    with lib.session() as session:
+        names = [n for n in unknown_tag_names(session, parsed) if _CJK.search(n)]
+    if names:
+        console.print(
+            f"note: no tag in this library is named {markup_safe(', '.join(names))}; Chinese tag names come with "
+            "the models that have them (RAM/RAM++: all 4585 tags; the built-in model: 455 of its 1000 classes; "
+            "phototag tags lists the names in use)", soft_wrap=True, highlight=False,
+        )

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from phototag.cli.common import ListFormat, markup_safe, open_library, out, print_json
 from phototag.daemon import read_state, running_watcher
 from phototag.db.models import Photo, PhotoStatus, WorkItem
+from phototag.ingest.queue import WorkQueue
 
 
 def register(app: typer.Typer) -> None:
@@ -21,12 +22,15 @@ def library_status(lib) -> dict:
     state = read_state(home) or {}
     with lib.session() as session:
         counts = dict(session.execute(select(Photo.status, func.count()).group_by(Photo.status)).all())
-        queue_length = session.scalar(select(func.count()).select_from(WorkItem)) or 0
-        retrying = session.scalar(select(func.count()).select_from(WorkItem).where(WorkItem.attempts > 0)) or 0
+        retrying = session.scalar(select(func.count()).select_from(WorkItem).where(
+            WorkItem.attempts > 0, WorkItem.set_aside_for.is_(None))) or 0
         last = session.execute(
             select(Photo.path, Photo.tagged_at).where(Photo.tagged_at.is_not(None))
             .order_by(Photo.tagged_at.desc(), Photo.id.desc()).limit(1)
         ).first()
+    queue = WorkQueue(lib)
+    set_aside = queue.set_aside()  # rows that stay queued but are not tried until something changes
+    queue_length = queue.length() - set_aside
     running = pid is not None
     return {
         "home": str(home),
@@ -38,7 +42,7 @@ def library_status(lib) -> dict:
             "paused_roots": [r["path"] for r in state.get("roots", []) if r.get("paused")] if running else [],
             "state_updated_at": state.get("updated_at"),
         },
-        "queue": {"length": queue_length, "retrying": retrying},
+        "queue": {"length": queue_length, "retrying": retrying, "set_aside": set_aside},
         "photos": {
             "total": sum(counts.values()),
             "ok": counts.get(PhotoStatus.ok.value, 0),
@@ -71,6 +75,9 @@ def status(
         out.print("watcher: [red]not running[/red] (start it: phototag watch FOLDER, or phototag service install)")
     q = data["queue"]
     out.print(f"queue: {q['length']} waiting" + (f", {q['retrying']} retrying" if q["retrying"] else ""))
+    if q["set_aside"]:
+        out.print(f"set aside: {q['set_aside']} photos that failed alone again and again (not retried until the "
+                  "file, phototag or the model changes; phototag search status:error says why)")
     p = data["photos"]
     out.print(f"photos: {p['total']} ({p['ok']} ok, {p['missing']} missing, {p['errors']} errors)")
     last = data["last_tagged"]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
-from phototag.cli.common import ListFormat, open_library, out, print_json
+from phototag.cli.common import ListFormat, markup_safe, open_library, print_json
+from phototag.cli.search import print_table
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +27,9 @@ def tags(
     if fmt == ListFormat.json:
         print_json(rows)
         return
-    table = Table("tag", "中文", "parent", "photos")
+    table = Table(Column("tag", overflow="fold"), Column("中文", overflow="fold"), Column("parent", overflow="fold"),
+                  Column("photos", justify="right"))
     for row in rows:
-        table.add_row(row["name"], row["name_zh"] or "", row["parent"] or "", str(row["count"]))
-    out.print(table)
+        table.add_row(markup_safe(row["name"]), markup_safe(row["name_zh"] or ""), markup_safe(row["parent"] or ""),
+                      str(row["count"]))
+    print_table(table)

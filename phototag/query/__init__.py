@@ -10,7 +10,7 @@ from phototag.query.errors import QueryError
 from phototag.query.fields import FieldSpec, FieldValue, field_specs, register_field, register_sort, unregister_field
 from phototag.query.nodes import Node, RankedTerm, SimilarTerm, TextTerm
 from phototag.query.parse import Query, SortKey, parse
-from phototag.query.service import Hit, Resolver, parse_query, search, search_hits, search_ids
+from phototag.query.service import Hit, Resolver, parse_query, search, search_hits, search_ids, unknown_tag_names
 
 __all__ = [
     "FieldSpec",
@@ -34,5 +34,6 @@ __all__ = [
     "search",
     "search_hits",
     "search_ids",
+    "unknown_tag_names",
     "unregister_field",
 ]

@@ -74,6 +74,23 @@ def search_hits(
     return [Hit(pid, scores.get(pid) if scores is not None else None) for pid in ids]
 
 
+def unknown_tag_names(session: Session, query: str | Sequence[str] | Query) -> list[str]:
+    """The names that the query's plain tag terms (``dog``, ``tag:猫``, ``=Dog``) give and that no
+    tag of the library has, in English or Chinese; a term with a regex, ``/`` or a score counts
+    too when its name is unknown. For telling the user why nothing matched."""
+    from phototag.query.nodes import Exact, Fold, TagTerm
+    from phototag.query.tags import tag_catalog
+
+    q = parse_query(query)
+    catalog = tag_catalog(session)
+    unknown: list[str] = []
+    for node in q.expr.walk():
+        if isinstance(node, TagTerm) and type(node.matcher) in (Fold, Exact):
+            if not catalog.named(node.matcher) and node.matcher.value not in unknown:
+                unknown.append(node.matcher.value)
+    return unknown
+
+
 def search_ids(session: Session, query, *, limit=None, resolvers=None) -> list[int]:
     return [h.photo_id for h in search_hits(session, query, limit=limit, resolvers=resolvers)]
 
