@@ -7,10 +7,12 @@ How a re-tag survives a crash (``kill -9``, power loss):
 1. :func:`start_retag` selects the matching photos, snapshots their current *model* tags into a
    session file (``<home>/retag/session.json``, written to a temp file and renamed) with state
    ``pending``, then enqueues every photo into ``work_queue`` (reason ``retag``, the model's name)
-   in **one** transaction, then marks the session ``enqueued``.
-2. :func:`drain_retag` feeds the session's queued rows through :meth:`Pipeline.process`; each
-   batch's transaction stores the new model tags *and* deletes that batch's queue rows, so a
-   crash leaves exactly the photos not yet done in the queue.
+   in **one** transaction (:meth:`WorkQueue.enqueue`), then marks the session ``enqueued``.
+2. :func:`drain_retag` claims the session's queued rows through the work queue
+   (:meth:`WorkQueue.claim` with ``retag_model``), batch after batch, and feeds them through
+   :meth:`Pipeline.process`; each batch's transaction stores the new model tags *and* settles that
+   batch's queue rows, so a crash leaves exactly the photos not yet done in the queue (the claims
+   of a killed process are free again at once).
 3. ``phototag retag --resume`` (or the same ``phototag retag`` command again) finds the session
    file and continues with step 2 (or redoes step 1's enqueue when the crash came before it
    committed). The report compares the snapshot with the final tags, so a resumed re-tag reports
@@ -22,9 +24,17 @@ user's removals (``tag_removals``) are never touched, and a removed tag is not g
 ``--dry-run`` runs the very same pipeline on a throw-away copy of the database (SQLite's backup
 API) and reports the diff; the library itself is not written.
 
+With ``phototag watch`` running: the watcher never claims the rows of ``phototag retag --model X``,
+and the re-tag never tags a photo whose row the watcher queued again (reason ``new``: the file
+changed, the watcher tags it). A file that changes while its re-tag is in flight has its row
+enqueued again: the re-tag's commit only releases it (:func:`phototag.ingest.queue.settle`), and
+the watcher tags the new content.
+
 Background re-tagging (watch): :func:`due_retag` is the policy (which photos are due, and whether
-now is inside the ``retag.window``), :func:`schedule_background_retag` enqueues them with a low
-priority so new photos are tagged first.
+now is inside the ``retag.window``), :func:`schedule_background_retag` enqueues them with the
+queue's lowest priority (:data:`phototag.ingest.queue.PRIORITY_RETAG`) so new photos are tagged first.
+
+The work queue is :mod:`phototag.ingest.queue`'s: this module never writes its table itself.
 """
 
 from __future__ import annotations
@@ -41,23 +51,29 @@ import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterator, Sequence
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from phototag.config import Settings
 from phototag.db.engine import copy_database, open_database
-from phototag.db.models import ModelRun, Photo, PhotoStatus, PhotoTag, Tag, TagSource, WorkItem, utcnow
+from phototag.db.models import (
+    ModelRun,
+    Photo,
+    PhotoStatus,
+    PhotoTag,
+    Tag,
+    TagSource,
+    WorkItem,
+    utcnow,
+)
+from phototag.ingest.queue import PRIORITY_RETAG, WorkQueue
 from phototag.library import Library, LibraryError
 
 log = logging.getLogger(__name__)
 
 RETAG_REASON = "retag"
-#: queue priority of a re-tag started from the command line (new photos use 0)
-CLI_PRIORITY = -1
-#: queue priority of background re-tagging: below new photos and the watcher's catch-up
-BACKGROUND_PRIORITY = 0  # = phototag.ingest.queue.PRIORITY_RETAG
 SESSION_FILE = "session.json"
 LAST_REPORT_FILE = "last-report.json"
 
@@ -223,36 +239,14 @@ def _end_session(settings: Settings) -> None:
         os.unlink(retag_dir(settings) / SESSION_FILE)
 
 
-# ---- queue helpers ------------------------------------------------------------------------------
+# ---- the queue ---------------------------------------------------------------------------------
 
 
-def _queued_retag_paths(session: Session, paths: Iterable[str] | None = None) -> set[str]:
-    stmt = select(WorkItem.path).where(WorkItem.reason == RETAG_REASON)
-    found = set(session.scalars(stmt))
-    if paths is not None:
-        found &= set(paths)
-    return found
-
-
-def enqueue_retag(
-    session: Session, paths: Iterable[str], model_name: str | None, priority: int
-) -> int:
-    """Queue ``paths`` for re-tagging (reason ``retag``). A path already queued for another reason
-    (new/changed) keeps its row: it will be tagged anyway. Returns the number of rows added."""
-    paths = list(dict.fromkeys(paths))
-    if not paths:
-        return 0
-    queued: set[str] = set()
-    for start in range(0, len(paths), 500):
-        queued |= set(session.scalars(select(WorkItem.path).where(WorkItem.path.in_(paths[start:start + 500]))))
-    now = utcnow()
-    rows = [
-        WorkItem(path=p, reason=RETAG_REASON, model_name=model_name, priority=priority, attempts=0, enqueued_at=now)
-        for p in paths if p not in queued
-    ]
-    session.add_all(rows)
-    session.flush()
-    return len(rows)
+def enqueue_retag(library: Library, paths: Sequence[str], model_name: str | None) -> int:
+    """Queue ``paths`` for re-tagging (reason ``retag``; ``model_name`` None = whatever the default
+    model is when the row is processed) in one transaction. A path already queued keeps its row and
+    its reason: a new or changed file is tagged anyway. Returns the number of paths."""
+    return WorkQueue(library).enqueue(paths, RETAG_REASON, PRIORITY_RETAG, model_name)
 
 
 # ---- the command --------------------------------------------------------------------------------
@@ -294,8 +288,7 @@ def start_retag(library: Library, query: Sequence[str] | None, model: str | None
 
 
 def _commit_enqueue(library: Library, rs: RetagSession) -> None:
-    with library.session() as session:  # one transaction: every photo is queued, or none
-        enqueue_retag(session, rs.paths.values(), rs.model, CLI_PRIORITY)
+    enqueue_retag(library, list(rs.paths.values()), rs.model)  # one transaction: every photo, or none
     rs.state = "enqueued"
     _save_session(library.settings, rs)
 
@@ -305,33 +298,62 @@ def abandon_retag(library: Library) -> int:
     rs = load_session(library.settings)
     if rs is None:
         return 0
-    with library.session() as session:
-        paths = list(rs.paths.values())
-        dropped = 0
-        for start in range(0, len(paths), 500):
-            result = session.execute(
-                WorkItem.__table__.delete().where(
-                    WorkItem.reason == RETAG_REASON, WorkItem.path.in_(paths[start:start + 500])
-                )
-            )
-            dropped += result.rowcount or 0
+    dropped = WorkQueue(library).forget(rs.paths.values(), reason=RETAG_REASON)
     _end_session(library.settings)
     return dropped
 
 
-def _jobs_from_queue(library: Library, rs: RetagSession, report: RetagReport) -> list:
-    from phototag.pipeline import Job
+class _Claims:
+    """This re-tag's rows of the work queue, claimed through it a batch at a time.
 
-    with library.session() as session:
-        pending = _queued_retag_paths(session, rs.paths.values())
-        roots = dict(session.execute(select(Photo.path, Photo.root).where(Photo.id.in_(rs.photo_ids))).all())
-        vanished = [p for p in pending if not os.path.exists(p)]
-        if vanished:  # a photo deleted since: leave it for scan/watch to mark missing
-            session.execute(WorkItem.__table__.delete().where(WorkItem.path.in_(vanished), WorkItem.reason == RETAG_REASON))
-            report.skipped.extend((p, "file not found") for p in sorted(vanished))
-    order = {path: i for i, path in enumerate(rs.paths[pid] for pid in rs.photo_ids)}
-    todo = sorted((p for p in pending if p not in set(vanished)), key=lambda p: order.get(p, 0))
-    return [Job(Path(p), Path(roots[p]) if roots.get(p) else None, RETAG_REASON) for p in todo]
+    Only rows still queued for this re-tag are claimed: a row the watcher queued again for a changed
+    file (reason ``new``) is the watcher's. ``claimed``: the paths claimed; ``jobs_given``: how many
+    went to the model."""
+
+    def __init__(self, library: Library, rs: RetagSession, chunk: int):
+        self.queue = WorkQueue(library)
+        self.rs = rs
+        self.chunk = max(1, chunk)
+        self.ours = set(rs.paths.values())
+        self.others: set[str] = set()  # rows of this model outside the session (a dry run's copy of a real one)
+        self.claimed: set[str] = set()
+        self.jobs_given = 0
+
+    def next(self) -> list:
+        while True:
+            items = self.queue.claim(self.chunk, skip=self.others, retag_model=self.rs.model)
+            outside = [i for i in items if str(i.path) not in self.ours]
+            if outside:
+                self.queue.release(outside)
+                self.others.update(str(i.path) for i in outside)
+            if len(outside) < len(items) or not items:
+                mine = [i for i in items if str(i.path) in self.ours]
+                self.claimed.update(str(i.path) for i in mine)
+                return mine
+
+    def jobs(self, first: list, report: RetagReport, roots: dict[str, str]) -> Iterator:
+        """Jobs for ``first`` and then for every further claim, as the pipeline asks for them. Each
+        carries its claim's ``enqueued_at``, so its commit never deletes a row queued again meanwhile."""
+        from phototag.pipeline import Job
+
+        items = first
+        while items:
+            for item in items:
+                path = str(item.path)
+                if not os.path.exists(path):  # deleted since: scan/watch marks it missing
+                    self.queue.done(item)
+                    report.skipped.append((path, "file not found"))
+                    continue
+                self.jobs_given += 1
+                root = roots.get(path)
+                yield Job(item.path, Path(root) if root else None, RETAG_REASON, queued_at=item.enqueued_at)
+            items = self.next()
+
+    def close(self, charge: bool) -> None:
+        """Claims never settled (stopped, or the model failed) go back to the queue for ``--resume``
+        (only rows this process still owns are touched: settled ones are gone or released)."""
+        self.queue.release(sorted(self.claimed), charge=charge)
+        self.queue.close()
 
 
 def drain_retag(
@@ -345,26 +367,34 @@ def drain_retag(
 
     started = time.perf_counter()
     settings = library.settings
-    if rs.state == "pending":  # crashed between the snapshot and the enqueue commit: redo the enqueue
-        with library.session() as session:
-            already = _queued_retag_paths(session, rs.paths.values())
-        if already:
-            rs.state = "enqueued"
-            _save_session(settings, rs)
-        else:
-            _commit_enqueue(library, rs)
+    if rs.state == "pending":  # killed before or after the enqueue committed: enqueue (again: an upsert)
+        _commit_enqueue(library, rs)
     report = RetagReport(model=rs.model, query=rs.query, session_id=rs.id, resumed=resumed,
                          photos=len(rs.photo_ids) + len(rs.skipped), skipped=list(rs.skipped))
-    jobs = _jobs_from_queue(library, rs, report)
-    if progress is not None:
-        progress("total", len(jobs))
-    if jobs:
-        tagger = tagger or get_tagger(settings, rs.model)
-        pipeline = Pipeline(library, tagger, batch_size=batch_size, progress=progress, on_commit=on_commit,
-                            stop_event=stop_event)
-        result = pipeline.process(iter(jobs))
-        report.retagged = result.retagged
-        report.failed = list(result.errors)
+    if progress is not None:  # rows queued again by the watcher are counted here, and left to it
+        progress("total", len(WorkQueue(library).queued_paths(list(rs.paths.values()))))
+    claims = _Claims(library, rs, batch_size or int(settings.get("batch_size") or 0) or 16)
+    first = claims.next()
+    pipeline = None
+    finished = False
+    try:
+        if first:  # the model is loaded only when there is work for it
+            with library.session() as session:
+                roots = dict(session.execute(select(Photo.path, Photo.root)
+                                             .where(Photo.id.in_(rs.photo_ids))).all())
+            tagger = tagger or get_tagger(settings, rs.model)
+            pipeline = Pipeline(library, tagger, batch_size=batch_size, progress=progress, on_commit=on_commit,
+                                stop_event=stop_event)
+            claims.chunk = pipeline.batch_size
+            result = pipeline.process(claims.jobs(first, report, roots))
+            report.retagged = result.retagged
+            report.failed = list(result.errors)
+            if progress is not None:
+                progress("total", claims.jobs_given)  # what it did: the bar ends full
+        finished = True
+    finally:
+        # a model that failed on a batch charges the claims (attempts); one that did not load does not
+        claims.close(charge=pipeline is not None and not finished)
     if stop_event is not None and stop_event.is_set():
         report.seconds = time.perf_counter() - started
         return report  # interrupted: the session stays for --resume
@@ -529,9 +559,9 @@ def schedule_background_retag(
     library: Library, settings: Settings | None = None, now: dt.datetime | None = None, *,
     weights_sha256: str | None = None,
 ) -> int:
-    """Queue the photos :func:`due_retag` finds, with :data:`BACKGROUND_PRIORITY` (after new
-    photos) and ``model_name`` None (= whatever the default model is when the row is processed).
-    Cheap when nothing is due (one indexed query). Returns the number of rows queued."""
+    """Queue the photos :func:`due_retag` finds, with the queue's re-tag priority (after new photos)
+    and ``model_name`` None (= whatever the default model is when the row is processed). Cheap when
+    nothing is due (one indexed query). Returns the number of rows queued."""
     settings = settings or library.settings
     now = now or dt.datetime.now().astimezone()
     with library.session() as session:
@@ -539,4 +569,4 @@ def schedule_background_retag(
         if not ids:
             return 0
         paths = [p for p in session.scalars(select(Photo.path).where(Photo.id.in_(ids)))]
-        return enqueue_retag(session, paths, None, BACKGROUND_PRIORITY)
+    return enqueue_retag(library, paths, None)

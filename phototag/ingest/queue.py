@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Iterable
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -52,11 +52,10 @@ ISOLATE_AFTER = 2  # unfinished claims after which a row is a suspect: claimed a
 LEASE_SECONDS = 300.0  # a claim by another host is free once its heartbeat is this old
 HEARTBEAT_SECONDS = 30.0
 
-# The one definition of queue priorities (higher first). phototag.retag.BACKGROUND_PRIORITY repeats
-# PRIORITY_RETAG: keep the two equal.
+# The one definition of queue priorities (higher first).
 PRIORITY_NEW = 10  # a photo that just appeared: the user is waiting for it
 PRIORITY_CATCH_UP = 5  # found by a reconcile pass
-PRIORITY_RETAG = 0  # background re-tagging
+PRIORITY_RETAG = 0  # re-tagging (background, and `phototag retag`)
 
 
 # ---- who owns a claim ------------------------------------------------------------------------------
@@ -199,14 +198,20 @@ class WorkQueue:
                 session.execute(stmt, rows)
         return len(paths)
 
-    def forget(self, paths: Iterable[Path | str]) -> int:
-        """Drop queue rows (the file was deleted, or turned out to be no photo)."""
+    def forget(self, paths: Iterable[Path | str], reason: str | None = None) -> int:
+        """Drop queue rows (the file was deleted, or turned out to be no photo); with ``reason``, only
+        rows queued for it (``phototag retag --abandon`` keeps rows of changed files)."""
         paths = [str(p) for p in paths]
         if not paths:
             return 0
+        dropped = 0
         with self.library.session() as session:
-            result = session.execute(delete(WorkItem).where(WorkItem.path.in_(paths)))
-            return result.rowcount or 0
+            for start in range(0, len(paths), 500):
+                stmt = delete(WorkItem).where(WorkItem.path.in_(paths[start:start + 500]))
+                if reason is not None:
+                    stmt = stmt.where(WorkItem.reason == reason)
+                dropped += session.execute(stmt).rowcount or 0
+        return dropped
 
     def rename(self, old: Path | str, new: Path | str) -> bool:
         """A queued file was moved before it was tagged: queue it under its new path."""
@@ -238,7 +243,8 @@ class WorkQueue:
             alive[row.owner] = owner_alive(row.owner, row.heartbeat_at, now)
         return not alive[row.owner]
 
-    def claim(self, limit: int, skip: Collection[str] = (), model: str | None = None) -> list[QueuedItem]:
+    def claim(self, limit: int, skip: Collection[str] = (), model: str | None = None,
+              retag_model: str | None = None) -> list[QueuedItem]:
         """Up to ``limit`` free rows in priority, then FIFO, order; each is owned by this process and
         ``attempts`` is incremented (committed) before it is returned.
 
@@ -246,11 +252,15 @@ class WorkQueue:
         :data:`ISOLATE_AFTER` unfinished claims) come first and alone (a one-item list). ``model``
         (:func:`model_key`): rows set aside for it are not claimed; rows set aside for another model
         or phototag are, to be tried again. Re-tag rows with a ``model_name`` (``phototag retag
-        --model X``) are never claimed: that command drains them itself."""
+        --model X``) are never claimed: that command drains them itself, with ``retag_model`` = X
+        (then only those rows are claimed)."""
         skip = set(skip)
         # a re-tag row naming a model belongs to a running `phototag retag --model X`: it drains its own
         # rows (tagging them with the daemon's model instead would undo what the user asked for)
-        ours = or_(WorkItem.reason != "retag", WorkItem.model_name.is_(None))
+        if retag_model is not None:
+            ours = and_(WorkItem.reason == "retag", WorkItem.model_name == retag_model)
+        else:
+            ours = or_(WorkItem.reason != "retag", WorkItem.model_name.is_(None))
         not_set_aside = or_(WorkItem.set_aside_for.is_(None), WorkItem.set_aside_for != (model or ""))
         mine = or_(WorkItem.owner.is_(None), WorkItem.owner != self.owner)
         now = utcnow()

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 
 from phototag import retag as service
 from phototag.db.models import Photo, WorkItem
+from phototag.ingest.queue import PRIORITY_NEW, PRIORITY_RETAG, WorkQueue
 
 
 def test_parse_every_and_window():
@@ -44,15 +45,11 @@ def test_new_default_model_makes_everything_due_inside_the_window_only(scanned):
         due = service.due_retag(s, lib.settings, dt.datetime(2026, 3, 1, 2, 0))
     assert len(due) == 12
     # a photo already waiting (e.g. a new version of the file) is not queued twice
-    with lib.session() as s:
-        s.add(WorkItem(path=str(photos / "coffee.jpg"), reason="changed", priority=10))
+    WorkQueue(lib).enqueue([photos / "coffee.jpg"], "changed", PRIORITY_NEW)
     assert service.schedule_background_retag(lib, now=dt.datetime(2026, 3, 1, 2, 0)) == 11
     with lib.session() as s:
         rows = s.execute(select(WorkItem.reason, WorkItem.priority, WorkItem.model_name)).all()
-    assert sorted(set(rows)) == [("changed", 10, None), ("retag", service.BACKGROUND_PRIORITY, None)]
-    from phototag.ingest.queue import PRIORITY_CATCH_UP, PRIORITY_NEW, PRIORITY_RETAG
-
-    assert service.BACKGROUND_PRIORITY == PRIORITY_RETAG < PRIORITY_CATCH_UP < PRIORITY_NEW  # new photos first
+    assert sorted(set(rows)) == [("changed", PRIORITY_NEW, None), ("retag", PRIORITY_RETAG, None)]
     # queued photos are no longer due: a second call adds nothing
     assert service.schedule_background_retag(lib, now=dt.datetime(2026, 3, 1, 2, 5)) == 0
 
