@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from phototag import atomic
 from phototag.config import Settings
 from phototag.db.models import Photo, PhotoStatus, PhotoTag, Tag, TagRemoval, TagSource
 from phototag.library import LibraryError
@@ -134,18 +134,10 @@ class ArrayCache:
     def save(self) -> None:
         if not self.rows:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = sorted(self.rows)
-        fd, tmp = tempfile.mkstemp(prefix=self.path.stem + ".", suffix=".tmp.npz", dir=self.path.parent)
-        os.close(fd)
-        try:
-            np.savez(tmp, keys=np.array(keys), values=np.stack([self.rows[k] for k in keys]).astype(self.dtype),
+        with atomic.replacing(self.path) as tmp, open(tmp, "wb") as handle:  # a file object: savez adds no suffix
+            np.savez(handle, keys=np.array(keys), values=np.stack([self.rows[k] for k in keys]).astype(self.dtype),
                      extra=np.array(json.dumps(self.extra)))
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
 
 
 def cache_dir(settings: Settings) -> Path:

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from phototag import atomic
 from phototag.config import Settings
 from phototag.learn.corrections import (
     Agreement,
@@ -349,9 +350,8 @@ def save_ram_version(settings: Settings, result: FinetuneResult, tagger, state: 
     if target.exists() and not (target / FINETUNE_FILE).exists():
         raise LearnError(f"{target} exists and is not a fine-tuned version: pick another --name")
     target.mkdir(parents=True, exist_ok=True)
-    tmp = target / (HEAD_FILE + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, target / HEAD_FILE)
+    with atomic.replacing(target / HEAD_FILE) as tmp:
+        save_file(state, str(tmp))
     head_sha = hashlib.sha256((target / HEAD_FILE).read_bytes()).hexdigest()
     weights_sha = hashlib.sha256(f"{tagger.weights_sha256}:{head_sha}".encode()).hexdigest()
     write_json_atomic(target / FINETUNE_FILE, {
@@ -372,10 +372,9 @@ def save_version(settings: Settings, result: FinetuneResult, tagger, weight, bia
     if target.exists() and not (target / FINETUNE_FILE).exists():
         raise LearnError(f"{target} exists and is not a fine-tuned version: pick another --name")
     target.mkdir(parents=True, exist_ok=True)
-    tmp = target / (HEAD_FILE + ".tmp")
-    save_file({"weight": torch.from_numpy(np.ascontiguousarray(weight)), "bias": torch.from_numpy(np.ascontiguousarray(bias))},
-              str(tmp))
-    os.replace(tmp, target / HEAD_FILE)
+    with atomic.replacing(target / HEAD_FILE) as tmp:
+        save_file({"weight": torch.from_numpy(np.ascontiguousarray(weight)),
+                   "bias": torch.from_numpy(np.ascontiguousarray(bias))}, str(tmp))
     head_sha = hashlib.sha256((target / HEAD_FILE).read_bytes()).hexdigest()
     base_sha = base_weights_sha256(tagger)
     weights_sha = hashlib.sha256(f"{base_sha}:{head_sha}".encode()).hexdigest()

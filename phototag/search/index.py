@@ -26,9 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -38,6 +36,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from phototag.atomic import replacing, write_bytes
 from phototag.search.errors import SearchError
 
 log = logging.getLogger(__name__)
@@ -193,25 +192,11 @@ def _normalised(vectors: np.ndarray) -> np.ndarray:
     return out
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; cache files are ordinary files
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Call ``write(tmp_path)`` (e.g. ``faiss.write_index``) on a temp file beside ``path``, then put it
+    in place with :func:`phototag.atomic.replacing` (fsync, rename, fsync of the folder)."""
+    with replacing(path) as tmp:
+        write(str(tmp))
 
 
 class EmbeddingIndex:
@@ -311,13 +296,7 @@ class EmbeddingIndex:
         )
         payload = manifest.to_json().encode("utf-8")
 
-        def write_manifest(tmp: str) -> None:
-            with open(tmp, "wb") as fh:
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-
-        atomic_write(self.manifest_path, write_manifest)
+        write_bytes(self.manifest_path, payload)
         self._dirty = False
 
     # -- keeping in step with SQLite ----------------------------------------------------------
