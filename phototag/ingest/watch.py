@@ -225,16 +225,17 @@ class Watcher:
         if not self.roots:
             raise WatchError("no folders to watch: give them as arguments (phototag watch ~/Pictures)")
 
-        def setting(value, key, default):
-            return float(value) if value is not None else float(settings.get(key, default) or default)
+        def setting(value, key):
+            # settings are validated and always present (phototag.config): a configured 0 is 0
+            return float(value if value is not None else settings.get(key))
 
-        self.stable_seconds = setting(stable_seconds, "watch.stable_seconds", 3.0)
-        self.batch_timeout = setting(batch_timeout, "watch.batch_timeout", 1.0)
-        self.reconcile_seconds = 60.0 * setting(reconcile_minutes, "watch.reconcile_minutes", 60)
-        self.poll_seconds = setting(poll_seconds, "watch.poll_seconds", 10.0)
-        self.delete_delay = setting(None, "watch.delete_seconds", DELETE_DELAY_SECONDS)
+        self.stable_seconds = setting(stable_seconds, "watch.stable_seconds")
+        self.batch_timeout = setting(batch_timeout, "watch.batch_timeout")
+        self.reconcile_seconds = 60.0 * setting(reconcile_minutes, "watch.reconcile_minutes")
+        self.poll_seconds = setting(poll_seconds, "watch.poll_seconds")
+        self.delete_delay = setting(None, "watch.delete_seconds")
         #: re-read config.toml and look for photos due for re-tagging this often (0: never)
-        self.retag_check_seconds = setting(retag_check_seconds, "retag.check_seconds", RETAG_CHECK_SECONDS)
+        self.retag_check_seconds = setting(retag_check_seconds, "retag.check_seconds")
         #: rebuild the tagger when ``default_model`` changes (False for ``phototag watch --model X``)
         self.follow_default_model = follow_default_model
         self._load_tagger = load_tagger
@@ -275,6 +276,7 @@ class Watcher:
         self._sha_cache: tuple[Tagger, str] | None = None
         self._logged: set[str] = set()  # messages logged once (bad retag settings, a model that won't load)
         self.ready = threading.Event()  # set once watches are in place and the catch-up pass is queued
+        self._catching_up = False  # the catch-up pass found photos to tag that are not done yet
         self.fatal: BaseException | None = None  # why the watcher stopped itself (raised by run())
         self._db_identity = self._database_identity()
         self.probe_timeout = PROBE_TIMEOUT_SECONDS
@@ -552,6 +554,30 @@ class Watcher:
                                                                 "error": str(exc)})
                     self.stop_event.wait(min(0.5 * 2 ** attempt, 10.0))
         self._last_reconcile = time.monotonic()
+        self._say_what_is_left()
+
+    def _say_what_is_left(self) -> None:
+        """After the catch-up pass, tell the user what happens now: the photos already there are
+        being tagged (and a line says when they are done, see :meth:`_jobs`), or all is tagged."""
+        roots = ", ".join(str(r.path) for r in self.roots if not r.paused)
+        if not roots:
+            return
+        waiting = self.stats.enqueued + len(self._pending)
+        if waiting:
+            self._catching_up = True
+            log.info("catching up: %d photos in %s to tag (new or changed since the library saw them); "
+                     "new photos are tagged as they arrive", waiting, roots,
+                     extra={"event": "catching_up", "count": waiting})
+        else:
+            log.info("up to date: every photo in %s is tagged; watching for new ones (Ctrl-C stops)", roots,
+                     extra={"event": "caught_up", "count": 0})
+
+    def _say_caught_up(self) -> None:
+        """The catch-up pass's photos are done (the queue ran dry): say so once."""
+        self._catching_up = False
+        log.info("caught up: %d photos tagged, %d could not be read; watching for new ones (Ctrl-C stops)",
+                 self.stats.tagged, self.stats.failed,
+                 extra={"event": "caught_up", "count": self.stats.tagged})
 
     def _event_loop(self) -> None:
         failures = 0
@@ -980,6 +1006,8 @@ class Watcher:
             with self._in_flight_lock:
                 skip = self._paused_claims | set(in_flight)
             items = self.queue.claim(self.pipeline.batch_size, skip=skip, model=self._model_key())
+            if not items and self._catching_up and not flying and not self._pending and self.ready.is_set():
+                self._say_caught_up()
             if not items:
                 for _ in range(int(IDLE_CLAIM_SECONDS)):
                     if self._wakeup.wait(1.0) or self._stopping() or self._next_tagger is not None:
