@@ -68,8 +68,13 @@ def watch(
 
 
 def _watch(ctx, roots, model, polling, stable_seconds, batch_size, workers, log_format) -> None:
-    configure_logging(log_format.value, logging.DEBUG if logging.getLogger().level <= logging.DEBUG else logging.INFO,
-                      capture_output=True)
+    debug = logging.getLogger().level <= logging.DEBUG  # -vv
+    configure_logging(log_format.value, logging.DEBUG if debug else logging.INFO, capture_output=True)
+    # alembic's INFO lines ("Context impl SQLiteImpl.", "Running upgrade …") are not news in a daemon's log
+    logging.getLogger("alembic").setLevel(logging.NOTSET if debug else logging.WARNING)
+    for r in roots or []:
+        if os.path.exists(os.path.expanduser(r)) and not os.path.isdir(os.path.expanduser(r)):
+            raise WatchError(f"{r} is a file, not a folder: watch the folder it is in, or tag it with phototag scan {r}")
     lib = open_library(ctx)
     settings = lib.settings
     if not roots:
