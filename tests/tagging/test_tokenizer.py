@@ -125,3 +125,26 @@ def test_vocabulary_errors(tmp_path):
         BertTokenizer.from_vocab_file(bad)
     with pytest.raises(TypeError):
         BertTokenizer(["[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]"])("one string")
+
+
+def test_rust_pipeline_corner_cases_keep_the_slow_tokenizers_answers(tok):
+    """Where the Rust ``tokenizers`` defaults differ from transformers 4.25.1, ours follows 4.25.1."""
+    # unassigned code points (Unicode Cn) are dropped like controls, so the word around them survives
+    assert tok.tokenize("caf\u0378e") == tok.tokenize("cafe") == ["cafe"]
+    # the Rust WordPiece decoder's cleanup leaves "it ' s" apart; transformers' clean-up glues it
+    assert tok.decode(tok.encode("it ' s a cat")) == "it's a cat"
+    # a ## piece after an added token is not glued to it (added tokens are chunks of their own)
+    assert tok.decode([1037, 30523, tok.vocab["##s"]], skip_special_tokens=False) == "a [ENC] ##s"
+    # an id outside the vocabulary reads as [UNK], even when special tokens are skipped
+    assert tok.decode([1037, 99999]) == "a [UNK]"
+
+
+def test_a_vocabulary_with_repeated_lines_is_refused(tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ncat\ncat\n", encoding="utf-8")
+    with pytest.raises(TokenizerError, match="repeats 1 tokens"):
+        BertTokenizer.from_vocab_file(vocab)
+    vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ncat\n", encoding="utf-8")
+    small = BertTokenizer.from_vocab_file(vocab)
+    assert (small.dec_token_id, small.enc_token_id, len(small)) == (6, 7, 8)
+    assert small.encode("Cat dog") == [2, 5, 1, 3]
