@@ -51,6 +51,8 @@ FAILED = "failed"
 PENDING_PREFIX = "pending:"
 #: ``export_state.content_hash`` when it is unknown what the target holds: written again next time
 STALE = "stale"
+#: the end of a SKIPPED result's detail when a sidecar holds edits phototag has not read yet
+UNREAD_EDITS_HINT = "; `phototag scan` (or the watcher) reads them first, then exports"
 
 
 class ExportError(Exception):
@@ -483,7 +485,7 @@ def _plan_one(exporter: Exporter, item: ExportItem, state: ExportState | None, s
             reason = exporter.unread_edits(item) if changed_since else None
             if reason:  # edited by another app and not read yet: keep it
                 return ExportResult(exporter.name, item.photo_id, str(item.path), SKIPPED,
-                                    detail=f"{reason}; `phototag scan` (or the watcher) reads them first, then exports")
+                                    detail=f"{reason}{UNREAD_EDITS_HINT}")
     except Exception as exc:  # one bad photo must not stop a library-wide export
         log.warning("export of %s with %s failed: %s", item.path, exporter.name, exc)
         return ExportResult(exporter.name, item.photo_id, str(item.path), FAILED, detail=str(exc))
@@ -577,7 +579,8 @@ _warned_not_enabled: set[str] = set()  # [export] auto names warned about once p
 
 @hookimpl
 def photos_tagged(library: "Library", photo_ids: list[int]) -> None:
-    """Export freshly tagged photos with the enabled exporters (``[export] auto``).
+    """Export freshly tagged photos with the enabled exporters (``[export] auto``): after each batch of
+    ``scan``/``watch``/``retag``, and after ``phototag tag add/remove``.
 
     Problems are logged, never raised: tagging must go on when a sidecar cannot be written."""
     settings = library.settings
@@ -604,3 +607,6 @@ def photos_tagged(library: "Library", photo_ids: list[int]) -> None:
         return
     for result in report.failed:
         log.warning("automatic %s export of %s failed: %s", result.exporter, result.path, result.detail)
+    for result in report.results:
+        if result.action == SKIPPED and result.detail.endswith(UNREAD_EDITS_HINT):
+            log.warning("automatic %s export of %s skipped: %s", result.exporter, result.path, result.detail)

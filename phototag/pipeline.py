@@ -297,8 +297,11 @@ class Pipeline:
     def _done_elsewhere(self, job: Job) -> bool:
         with self.library.session() as session:
             photo = self.library.photo_by_path(session, job.path)
-            return photo is not None and (photo.size, photo.mtime, photo.sha256) == (job.size, job.mtime, job.sha256) \
+            done = photo is not None and (photo.size, photo.mtime, photo.sha256) == (job.size, job.mtime, job.sha256) \
                 and (photo.tagged_run_id is not None or photo.status == PhotoStatus.error.value)
+            if done and job.reason == "sidecar":  # the photo was done before: was its sidecar read since?
+                done = photo.sidecar_stat == sidecar_stat(job.path)
+            return done
 
     def _moved_source(self, session, digest: str, new_path: Path) -> Photo | None:
         """A tagged photo with this content whose file is gone: the file was moved here."""

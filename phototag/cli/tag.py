@@ -45,6 +45,7 @@ def add(
         photos, names = _targets(lib, session, args, query)
         for photo in photos:
             result.append({"id": photo.id, "path": photo.path, "added": lib.add_manual_tags(session, photo, names)})
+    _after_commit(lib, result, "added")
     _report(result, "added", fmt)
 
 
@@ -81,7 +82,20 @@ def remove(
             wanted = [n for n in names if n in present[photo.id]]
             removed = lib.remove_tags(session, photo, wanted) if wanted else []
             result.append({"id": photo.id, "path": photo.path, "removed": removed})
+    _after_commit(lib, result, "removed")
     _report(result, "removed", fmt)
+
+
+def _after_commit(lib, result: list[dict], key: str) -> None:
+    """The photos whose tags changed go through the after-commit hooks scan and watch call (with
+    ``[export] auto``, their sidecars are written now, not at the next export)."""
+    changed = [r["id"] for r in result if r[key]]
+    if not changed:
+        return
+    from phototag.plugins import photos_tagged
+
+    for error in photos_tagged(lib, changed):
+        console.print(f"[yellow]plugin:[/yellow] {error}")
 
 
 def _report(result: list[dict], key: str, fmt: ListFormat) -> None:

@@ -1,0 +1,200 @@
+"""Two-way sync between the library and XMP sidecars (docs/sync.md), through the real CLI on a real
+library: real photos, the built-in model, exiv2 writing and exiftool as "another app" editing the
+sidecars (as digiKam, Lightroom or a script would)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import save_sample
+from phototag_plugin_helpers import exiftool_json, needs_exiftool
+from typer.testing import CliRunner
+
+from phototag.cli import app
+
+pytestmark = needs_exiftool
+
+
+def cli(home: Path, *args: str, code: int = 0):
+    result = CliRunner().invoke(app, ["--home", str(home), *map(str, args)])
+    assert result.exit_code == code, result.output
+    return result
+
+
+def scan(home: Path, folder: Path) -> dict:
+    out = cli(home, "scan", folder, "--format", "json").stdout
+    return json.loads(out[out.index("{"):])
+
+
+def tags(home: Path, photo: Path) -> dict[str, str]:
+    """tag name → source"""
+    data = json.loads(cli(home, "tag", "list", photo, "--format", "json").stdout)
+    return {t["name"]: t["source"] for t in data["tags"]}
+
+
+def removed(home: Path, photo: Path) -> list[str]:
+    return json.loads(cli(home, "tag", "list", photo, "--format", "json").stdout)["removed"]
+
+
+def keywords(sidecar: Path) -> dict[str, list[str]]:
+    found = exiftool_json(sidecar, "XMP-digiKam:TagsList", "XMP-dc:Subject")
+    as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731 - exiftool gives one value bare
+    return {"tags": as_list(found.get("XMP-digiKam:TagsList", [])), "subject": as_list(found.get("XMP-dc:Subject", []))}
+
+
+def exiftool(sidecar: Path, *assignments: str) -> None:
+    """Another app edits the sidecar (exiftool writes a new file and renames it over the old one)."""
+    subprocess.run(["exiftool", "-q", "-overwrite_original", *assignments, str(sidecar)], check=True)
+
+
+def model_work(home: Path) -> int:
+    con = sqlite3.connect(home / "phototag.db")
+    try:
+        return con.execute("SELECT coalesce(sum(photo_count), 0) FROM model_runs").fetchone()[0]
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def synced(tmp_path):
+    """(home, cat photo): a library with xmp export on, its photos scanned through the CLI."""
+    home = tmp_path / "home"
+    folder = tmp_path / "Pictures"
+    save_sample("chelsea", folder / "cat.jpg", size=320)
+    save_sample("coffee", folder / "coffee.jpg", size=320)
+    cli(home, "plugins", "enable", "xmp")
+    report = scan(home, folder)
+    assert report["new"] == 2 and report["failed"] == 0
+    cat = folder / "cat.jpg"
+    assert "cat" in tags(home, cat)
+    assert "phototag/animal/mammal/cat" in keywords(cat.with_name("cat.jpg.xmp"))["tags"]  # auto-exported
+    return home, cat
+
+
+def test_tag_add_and_remove_write_the_sidecar_at_once_with_auto_export(synced):
+    home, cat = synced
+    sidecar = cat.with_name("cat.jpg.xmp")
+    cli(home, "tag", "add", cat, "Mittens")
+    assert "phototag/Mittens" in keywords(sidecar)["tags"]  # not at the next export: now
+    cli(home, "tag", "remove", cat, "cat")
+    written = keywords(sidecar)
+    assert "phototag/animal/mammal/cat" not in written["tags"] and "cat" not in written["subject"]
+    assert scan(home, cat.parent)["synced"] == 0  # phototag's own writes are not read back as edits
+
+    cli(home, "config", "set", "export.auto", "false")  # automatic export off: the sidecar waits
+    cli(home, "tag", "add", cat, "sofa")
+    assert "phototag/sofa" not in keywords(sidecar)["tags"]
+
+
+def test_a_keyword_another_app_adds_is_read_back_without_the_model(synced):
+    home, cat = synced
+    sidecar = cat.with_name("cat.jpg.xmp")
+    work = model_work(home)
+    exiftool(sidecar, "-XMP-dc:Subject+=holiday")
+    report = scan(home, cat.parent)
+    assert (report["synced"], report["tagged"], report["unchanged"]) == (1, 0, 1)
+    assert model_work(home) == work
+    assert tags(home, cat)["holiday"] == "imported"
+    assert scan(home, cat.parent)["synced"] == 0  # read once
+
+    exiftool(sidecar, "-XMP-dc:Subject-=holiday")  # and taken away again
+    assert scan(home, cat.parent)["synced"] == 1
+    assert "holiday" not in tags(home, cat)
+    assert "cat" in tags(home, cat)  # the model's tags stay as they were
+
+
+def test_edits_under_phototags_root_are_tag_add_and_tag_remove(synced):
+    """digiKam-style edits in phototag's own tree: a tag the user adds there becomes a manual tag, a tag
+    phototag wrote that the user deletes is removed (and a re-tag does not give it back)."""
+    home, cat = synced
+    sidecar = cat.with_name("cat.jpg.xmp")
+    assert tags(home, cat)["cat"] == "model"
+    exiftool(sidecar, "-XMP-digiKam:TagsList+=phototag/pets/Tom",
+             "-XMP-digiKam:TagsList-=phototag/animal/mammal/cat")
+    assert scan(home, cat.parent)["synced"] == 1
+    now = tags(home, cat)
+    assert now["Tom"] == "manual" and "cat" not in now and removed(home, cat) == ["cat"]
+    assert "animal" in now  # only what the user deleted goes
+    written = keywords(sidecar)  # and the sidecar is rewritten from the library at once
+    assert "phototag/pets/Tom" in written["tags"] and "phototag/animal/mammal/cat" not in written["tags"]
+    assert scan(home, cat.parent)["synced"] == 0
+
+    # Lightroom deletes in lr:hierarchicalSubject, a flat-keyword app in dc:subject only: removals too
+    exiftool(sidecar, "-XMP-lr:HierarchicalSubject-=phototag|animal|mammal")
+    scan(home, cat.parent)
+    assert "mammal" not in tags(home, cat) and "mammal" in removed(home, cat)
+    exiftool(sidecar, "-XMP-dc:Subject-=Tom")
+    scan(home, cat.parent)
+    assert "Tom" not in tags(home, cat)
+
+
+def test_a_new_library_takes_the_manual_tags_a_sidecar_records(synced, tmp_path):
+    home, cat = synced
+    sidecar = cat.with_name("cat.jpg.xmp")
+    cli(home, "tag", "add", cat, "Mittens")
+    exiftool(sidecar, "-XMP-digiKam:TagsList+=phototag/pets/Tom", "-XMP-dc:Subject+=holiday")
+
+    fresh = tmp_path / "fresh-home"
+    cli(fresh, "plugins", "enable", "xmp")
+    report = scan(fresh, cat.parent)
+    assert report["new"] == 2
+    got = tags(fresh, cat)
+    # the earlier library's manual tag, the one the user added under phototag's root, the user's keyword
+    assert (got["Mittens"], got["Tom"], got["holiday"]) == ("manual", "manual", "imported")
+    # what an earlier model wrote is not taken as the user's word: this library's model decides
+    assert got["cat"] == "model" and got["animal"] == "model"
+    assert scan(fresh, cat.parent)["synced"] == 0
+
+
+def test_export_never_overwrites_edits_it_has_not_read(synced):
+    home, cat = synced
+    sidecar = cat.with_name("cat.jpg.xmp")
+    exiftool(sidecar, "-XMP-digiKam:TagsList+=phototag/pets/Tom", "-XMP-dc:Subject+=holiday")
+    # auto-export would replace phototag's tree (a process of its own: its warnings go to its stderr)
+    result = subprocess.run([sys.executable, "-m", "phototag", "--home", str(home), "tag", "add", str(cat), "Mittens"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "phototag/pets/Tom" in keywords(sidecar)["tags"]  # kept, not lost
+    assert "phototag scan" in result.stderr  # and the user is told why the sidecar was not written
+    scan(home, cat.parent)  # read the edits first, then export
+    got = tags(home, cat)
+    assert (got["Tom"], got["Mittens"], got["holiday"]) == ("manual", "manual", "imported")
+    written = keywords(sidecar)
+    assert {"phototag/pets/Tom", "phototag/Mittens"} <= set(written["tags"]) and "holiday" in written["subject"]
+
+
+def test_a_sidecar_deleted_by_the_user_is_written_again_and_its_keywords_go(synced):
+    home, cat = synced
+    sidecar = cat.with_name("cat.jpg.xmp")
+    exiftool(sidecar, "-XMP-dc:Subject+=holiday")
+    scan(home, cat.parent)
+    assert "holiday" in tags(home, cat)
+    sidecar.unlink()
+    assert scan(home, cat.parent)["synced"] == 1
+    now = tags(home, cat)
+    assert "holiday" not in now and now["cat"] == "model"  # a missing file removes none of phototag's tags
+    assert "phototag/animal/mammal/cat" in keywords(sidecar)["tags"]  # written again
+
+
+def test_a_library_from_before_sidecar_stats_reads_each_sidecar_once(synced):
+    """Upgraded libraries have no stored stat (NULL): a photo without a sidecar just records that; one
+    with a sidecar is read once (the edits made while phototag could not tell are taken)."""
+    home, cat = synced
+    coffee = cat.with_name("coffee.jpg")
+    cat.with_name("coffee.jpg.xmp").unlink()
+    exiftool(cat.with_name("cat.jpg.xmp"), "-XMP-dc:Subject+=holiday")
+    con = sqlite3.connect(home / "phototag.db")
+    con.execute("UPDATE photos SET sidecar_stat = NULL")
+    con.commit()
+    con.close()
+    cli(home, "config", "set", "export.auto", "false")
+    report = scan(home, cat.parent)
+    assert (report["synced"], report["unchanged"]) == (1, 1)
+    assert tags(home, cat)["holiday"] == "imported" and "holiday" not in tags(home, coffee)
+    assert scan(home, cat.parent)["synced"] == 0
