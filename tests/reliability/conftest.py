@@ -8,6 +8,7 @@ not valid UTF-8, spaces, an emoji, a leading dash).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -17,16 +18,14 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_PHOTOS
+from phototag.db.models import decode_path
 
 SAMPLES = ("chelsea", "coffee", "astronaut", "rocket", "china", "flower")
 #: real camera/phone files (small ones: the soak is about kills, not decode speed)
 SHARED = ("jpeg/flower.jpg", "jpeg/xmp_test.jpg", "jpeg/iptc.jpg", "orientation/hopper_orientation_6.jpg",
           "makers/r_canon.jpg", "heic/L_exif_xmp_iptc.heic")
 #: files that must end as recorded error photos (never tagged, never retried forever, never lost)
-BROKEN = ("broken/corrupted.heic",)
-#: damaged too, but today decoded from its 16×16 thumbnail (issue 10, item 10): the soak only checks
-#: that it ends the same as in an uninterrupted run
-ODD_BROKEN = ("broken/truncated.heic",)
+BROKEN = ("broken/corrupted.heic", "broken/truncated.heic")
 NON_UTF8 = os.fsdecode(b"latin1_\xe9t\xe9.jpg")  # a Latin-1 name from an old archive: not valid UTF-8
 
 
@@ -46,11 +45,28 @@ class PhotoSet:
     def source(self, name: str) -> Path:
         return self.staging / name
 
-    def place(self, name: str, root: Path) -> Path:
-        dest = root / name
+    @property
+    def good(self) -> list[str]:
+        """The photos that tag normally (what a user copies around most)."""
+        return [n for n in self.names if n.endswith(".jpg") and n not in self.errors and "/" in n]
+
+    def place(self, name: str, root: Path, as_name: str | None = None) -> Path:
+        dest = root / (as_name or name)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.source(name), dest)
+        dest.write_bytes(self.content(name, as_name))
         return dest
+
+    def content(self, name: str, as_name: str | None = None) -> bytes:
+        """The file's bytes; placed under another name (a second copy of a JPEG), with a JPEG comment
+        naming the copy: the same pixels, but its own content hash, so that it is a photo the model
+        tags (a byte-identical copy is given its twin's tags without model work, which would blur the
+        count of model work per photo that proves nothing was tagged twice)."""
+        data = self.source(name).read_bytes()
+        if as_name is None or as_name == name:
+            return data
+        assert data[:2] == b"\xff\xd8", f"{name}: copies are made of JPEGs only"
+        comment = f"copy {as_name}".encode()
+        return data[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + data[2:]
 
 
 def _variant(array, i: int):
@@ -102,7 +118,7 @@ def make_photo_set(staging: Path) -> PhotoSet:
         _variant(arrays[sample], i).save(dest, quality=80 + i % 15)
         variants.append(name)
     shared = []
-    for rel in SHARED + BROKEN + ODD_BROKEN:
+    for rel in SHARED + BROKEN:
         name = f"camera/{rel.replace('/', '_')}"
         (staging / "camera").mkdir(exist_ok=True)
         shutil.copyfile(TEST_PHOTOS / rel, staging / name)
@@ -131,26 +147,30 @@ def connect_ro(home: Path) -> sqlite3.Connection | None:
     if not db.exists():
         return None
     con = sqlite3.connect(db.as_uri() + "?mode=ro", uri=True, timeout=10)
-    con.text_factory = lambda b: b.decode("utf-8", "surrogateescape")  # whatever bytes a path is stored as
     return con
 
 
-def progress(home: Path) -> dict[str, int] | None:
-    """Counters a poller needs, or None while the library does not exist yet (or is being created)."""
+def progress(home: Path, pid: int | None = None) -> dict[str, int] | None:
+    """Counters a poller needs, or None while the library does not exist yet (or is being created).
+    With ``pid``: ``owned``, the work-queue rows that process holds a claim on (``owner`` is
+    "host:pid:start")."""
     try:
         con = connect_ro(home)
         if con is None:
             return None
         try:
             one = lambda sql: con.execute(sql).fetchone()[0] or 0  # noqa: E731
-            return {
+            counts = {
                 "photos": one("SELECT count(*) FROM photos"),
                 "tagged": one("SELECT count(*) FROM photos WHERE tagged_run_id IS NOT NULL"),
                 "errors": one("SELECT count(*) FROM photos WHERE status = 'error'"),
                 "model_work": one("SELECT sum(photo_count) FROM model_runs"),
                 "queued": one("SELECT count(*) FROM work_queue"),
-                "claims": one("SELECT sum(attempts) FROM work_queue"),
             }
+            if pid is not None:
+                counts["owned"] = con.execute("SELECT count(*) FROM work_queue WHERE owner LIKE ?",
+                                              (f"%:{pid}:%",)).fetchone()[0]
+            return counts
         finally:
             con.close()
     except sqlite3.Error:  # no tables yet, or the writer is mid-recovery: ask again
@@ -169,16 +189,25 @@ def integrity(home: Path) -> str:
 
 @dataclass
 class LibraryState:
-    """What a library says about each photo (keyed by the stored path) plus whole-database checks."""
+    """What a library says about each photo (keyed by its path, as ``os.fsdecode`` gives it) plus
+    whole-database checks."""
 
     photos: dict[str, dict]
     path_rows: int  # photos rows (more than len(photos) = one path stored twice)
     duplicate_photo_tags: int  # (photo, tag, source) rows beyond the first
     duplicate_tag_names: int
     model_work: int  # predictions stored by model runs: a photo tagged twice counts twice
-    queue: list[tuple[str, int]]  # (path, attempts) still queued
+    queue: list[tuple[str, int]]  # (stored path, attempts) still queued
     integrity: str
-    thresholds: tuple[float, ...]  # the built-in model's decision boundaries (min scores)
+    thresholds: tuple[float, ...]  # the model's decision boundaries (the scores a tag needs)
+
+
+def decision_thresholds(settings: dict) -> set[float]:
+    """The scores at which the built-in model gives or withholds a tag (from a model run's settings)."""
+    values = [settings.get("min_score"), settings.get("category_min_score")]
+    fitted = settings.get("thresholds") or {}
+    values += [fitted.get("class"), fitted.get("category"), *(fitted.get("tags") or {}).values()]
+    return {float(v) for v in values if isinstance(v, (int, float))}
 
 
 def library_state(home: Path) -> LibraryState:
@@ -188,7 +217,8 @@ def library_state(home: Path) -> LibraryState:
         photos: dict[str, dict] = {}
         for pid, path, status, error, run in con.execute(
                 "SELECT id, path, status, error, tagged_run_id FROM photos"):
-            photos[path] = {"id": pid, "status": status, "error": error, "tagged": run is not None, "tags": {}}
+            photos[decode_path(path)] = {"id": pid, "status": status, "error": error, "tagged": run is not None,
+                                         "tags": {}}
         by_id = {p["id"]: p for p in photos.values()}
         for pid, name, score in con.execute(
                 "SELECT pt.photo_id, t.name, pt.score FROM photo_tags pt JOIN tags t ON t.id = pt.tag_id"):
@@ -196,17 +226,14 @@ def library_state(home: Path) -> LibraryState:
         one = lambda sql: con.execute(sql).fetchone()[0] or 0  # noqa: E731
         thresholds: set[float] = set()
         for (settings,) in con.execute("SELECT settings FROM model_runs"):
-            import json
-
-            s = json.loads(settings or "{}")
-            thresholds |= {float(s[k]) for k in ("min_score", "category_min_score") if s.get(k) is not None}
+            thresholds |= decision_thresholds(json.loads(settings or "{}"))
         return LibraryState(
             photos=photos,
             path_rows=one("SELECT count(*) FROM photos"),
             duplicate_photo_tags=one("SELECT sum(n - 1) FROM (SELECT count(*) AS n FROM photo_tags "
                                      "GROUP BY photo_id, tag_id, source HAVING n > 1)"),
-            duplicate_tag_names=one("SELECT sum(n - 1) FROM (SELECT count(*) AS n FROM tags GROUP BY name "
-                                    "HAVING n > 1)"),
+            duplicate_tag_names=one("SELECT sum(n - 1) FROM (SELECT count(*) AS n FROM tags "
+                                    "GROUP BY name HAVING n > 1)"),
             model_work=one("SELECT sum(photo_count) FROM model_runs"),
             queue=con.execute("SELECT path, attempts FROM work_queue").fetchall(),
             integrity="; ".join(r[0] for r in con.execute("PRAGMA integrity_check").fetchall()),

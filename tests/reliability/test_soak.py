@@ -43,7 +43,8 @@ SEED = int(os.environ.get("PHOTOTAG_SOAK_SEED", "20261130"))
 KILLS = 52
 BATCH = "3"  # small batches: a kill lands between commits, not only before the first
 STABLE = "1"  # seconds a watched file must be unchanged before it is tagged
-BUDGET_S = 330.0  # hard stop for the kill phase (it takes ~3.5 minutes on two shared cores)
+MAX_COPIES = 20  # second copies of photos made to keep work in flight (the folder ends with ≤ 54 files)
+BUDGET_S = 600.0  # a hard stop for the kill phase (it takes ~3.5 minutes on two cores)
 #: a tag may be present in one run and not the other only when its score is this close to a threshold:
 #: batched float math differs by ~1e-6 between batch compositions (measured: ≤ 7.5e-7)
 BORDERLINE = 1e-4
@@ -69,7 +70,9 @@ class Soak:
     steps: list[Step] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
     integrity_failures: int = 0
-    arrivals: list[str] = field(default_factory=list)
+    arrivals: list[str] = field(default_factory=list)  # the photo set's arrivals not placed yet
+    placed: list[str] = field(default_factory=list)  # names in the folder
+    copies: int = 0
 
     # ---- processes --------------------------------------------------------------------------
     def start(self, step: Step, *args: str) -> subprocess.Popen:
@@ -120,18 +123,42 @@ class Soak:
             time.sleep(0.02)
         if proc.poll() is None and time.monotonic() < deadline:
             time.sleep(delay)
+        elif proc.poll() is None and step.point != "time":
+            step.point += "-not-seen"  # killed anyway; the counts say that this point was never reached
         self.kill(step, proc, started)
 
     # ---- photos -------------------------------------------------------------------------------
     def pending(self) -> int:
         """Photos in the folder that are neither tagged nor recorded as an error yet."""
         p = progress(self.home)
-        on_disk = len(self.photos.names) - len(self.arrivals)
-        return on_disk - ((p["tagged"] + p["errors"]) if p else 0)
+        return len(self.placed) - ((p["tagged"] + p["errors"]) if p else 0)
+
+    def next_arrival(self) -> tuple[str, str] | None:
+        """(source name, name in the folder) of the next photo to arrive: the photo set's own arrivals
+        first, then second copies of its JPEGs under new names (see :meth:`PhotoSet.content`), so that
+        every kill point has work in flight however many kills there are."""
+        if self.arrivals:
+            name = self.arrivals.pop(0)
+            return name, name
+        if self.copies >= MAX_COPIES:
+            return None
+        self.copies += 1
+        source = self.rng.choice(self.photos.good)
+        return source, f"copies/{self.copies:02d} {source.rsplit('/', 1)[-1]}"
 
     def deliver(self, count: int) -> None:
-        for _ in range(min(count, len(self.arrivals))):
-            self.photos.place(self.arrivals.pop(0), self.root)
+        for _ in range(count):
+            arrival = self.next_arrival()
+            if arrival is None:
+                return
+            self.photos.place(arrival[0], self.root, arrival[1])
+            self.placed.append(arrival[1])
+
+    def committed(self, before: dict | None):
+        """A poll: has a batch been committed since ``before`` (a new photo row, or more model work)?"""
+        before = before or {"photos": 0, "model_work": 0}
+        return lambda: (p := progress(self.home)) is not None and (p["photos"], p["model_work"]) > (
+            before["photos"], before["model_work"])
 
     # ---- kill points ----------------------------------------------------------------------------
     def step(self) -> Step:
@@ -140,16 +167,14 @@ class Soak:
         if n == 1:
             step = Step(n, "scan", "create")
         elif rng.random() < 0.5:
-            step = Step(n, "scan", rng.choice(("time", "commit", "commit")))
+            step = Step(n, "scan", rng.choice(("time", "commit", "claim")))
         else:
-            step = Step(n, "watch", rng.choice(("time", "claim", "burst", "burst")))
+            step = Step(n, "watch", rng.choice(("time", "claim", "claim", "burst", "burst")))
         self.steps.append(step)
-        if step.point in ("commit", "claim") and self.pending() < 3:
-            self.deliver(rng.randint(2, 4))  # photos copied in while nothing ran: work for this start
-        if step.point == "burst" and not self.arrivals:
-            step.point = "claim"
+        if step.point in ("commit", "claim") and self.pending() < 4:
+            self.deliver(rng.randint(3, 5))  # photos copied in while nothing ran: work for this start
         if step.point in ("commit", "claim") and self.pending() == 0:
-            step.point = "time"  # nothing left to tag: kill it somewhere in its start instead
+            step.point = "time"  # nothing left to tag (all copies made): kill it somewhere in its start
         started = time.monotonic()
         if step.command == "scan":
             proc = self.start(step, *self.scan_args())
@@ -157,55 +182,65 @@ class Soak:
                 self.wait_then_kill(step, proc, started, lambda: (self.home / "phototag.db").exists(), 60,
                                     rng.uniform(0.0, 0.25))
             elif step.point == "time":
-                self.wait_then_kill(step, proc, started, lambda: False, rng.uniform(0.2, 6.5))
-            else:
-                before = progress(self.home) or {"photos": 0, "model_work": 0}
-                self.wait_then_kill(
-                    step, proc, started,
-                    lambda: (p := progress(self.home)) is not None and (p["photos"], p["model_work"]) > (
-                        before["photos"], before["model_work"]),
-                    60, rng.uniform(0.0, 0.4))
+                self.wait_then_kill(step, proc, started, lambda: False, rng.uniform(0.2, 6.0))
+            elif step.point == "claim":
+                self.claim_kill(step, proc, started)
+            else:  # just after a commit: the next batch is in the model or being committed
+                self.wait_then_kill(step, proc, started, self.committed(progress(self.home)), 60,
+                                    rng.uniform(0.0, 0.25))
         else:
             proc = self.start(step, *self.watch_args())
             if step.point == "time":
-                self.wait_then_kill(step, proc, started, lambda: False, rng.uniform(0.2, 7.0))
+                self.wait_then_kill(step, proc, started, lambda: False, rng.uniform(0.2, 6.0))
             elif step.point == "claim":
-                before = (progress(self.home) or {"claims": 0})["claims"]
-                self.wait_then_kill(step, proc, started,
-                                    lambda: (p := progress(self.home)) is not None and p["claims"] > before,
-                                    60, rng.uniform(0.0, 0.05))
+                self.claim_kill(step, proc, started)
             else:
                 self.burst(step, proc, started)
         if not step.outcome:
             step.outcome = "killed" if step.killed else "ended"
         return step
 
+    def claim_kill(self, step: Step, proc: subprocess.Popen, started: float) -> None:
+        """Kill right after the process claimed work-queue rows (the queue names the claiming pid): its
+        first claim (for a watch, while the model loads), or — for a watch, 4 times in 10 — a claim
+        after its first batch was committed."""
+        if step.command == "watch" and self.rng.random() < 0.4:
+            committed = self.committed(progress(self.home))
+            try:
+                wait_for(lambda: proc.poll() is not None or committed(), 60, interval=0.02, what="a commit")
+            except AssertionError:
+                self.findings.append(f"step {step.n}: no batch committed in 60 s")
+        self.wait_then_kill(step, proc, started,
+                            lambda: (p := progress(self.home, proc.pid)) is not None and p["owned"] > 0,
+                            60, self.rng.uniform(0.0, 0.05))
+
     def burst(self, step: Step, proc: subprocess.Popen, started: float) -> None:
         """Copy 2–5 photos in (each in two writes, like a slow copy) and kill at a random moment during the
         burst or while it settles and is tagged; the copies are completed after the kill."""
         rng = self.rng
         try:
-            wait_for(lambda: proc.poll() is not None or '"event": "reconciled"' in self.log_text(step), 60,
+            wait_for(lambda: proc.poll() is not None or '"event": "reconciled"' in self.log_text(step), 90,
                      interval=0.05, what="the daemon's catch-up pass")
         except AssertionError:
-            self.findings.append(f"step {step.n}: the daemon did not finish its catch-up pass in 60 s")
+            self.findings.append(f"step {step.n}: the daemon did not finish its catch-up pass in 90 s")
         if proc.poll() is not None:
             self.ended_by_itself(step, proc, started)
             return
-        names = [self.arrivals.pop(0) for _ in range(min(rng.randint(2, 5), len(self.arrivals)))]
-        gaps = [rng.uniform(0.0, 0.3) for _ in names]
+        arrivals = [a for a in (self.next_arrival() for _ in range(rng.randint(2, 5))) if a is not None]
+        gaps = [rng.uniform(0.0, 0.3) for _ in arrivals]
         kill_after = rng.uniform(0.0, sum(gaps) + float(STABLE) + 1.5)
         t0 = time.monotonic()
         killed = False
-        for name, gap in zip(names, gaps):
-            data = self.photos.source(name).read_bytes()
+        for (source, name), gap in zip(arrivals, gaps):
+            data = self.photos.content(source, name)
             dest = self.root / name
             dest.parent.mkdir(parents=True, exist_ok=True)
+            self.placed.append(name)
             with open(dest, "wb") as f:
                 f.write(data[: len(data) // 2])
                 f.flush()
                 if not killed and time.monotonic() - t0 >= kill_after:
-                    self.kill(step, proc, started)  # mid-copy: the daemon sees half a file
+                    self.kill(step, proc, started)  # mid-copy: the daemon saw half a file
                     killed = True
                 time.sleep(gap / 2)
                 f.write(data[len(data) // 2:])
@@ -222,7 +257,7 @@ def run_final_watch(soak: Soak) -> tuple[int, str]:
     """An uninterrupted watch until every photo in the folder is done and the queue is empty; SIGTERM."""
     step = Step(len(soak.steps) + 1, "watch", "final")
     proc = soak.start(step, *soak.watch_args())
-    total = len(soak.photos.names)
+    total = len(soak.placed)
     try:
         wait_for(lambda: proc.poll() is not None or (
             (p := progress(soak.home)) is not None and p["queued"] == 0 and p["tagged"] + p["errors"] >= total
@@ -261,7 +296,8 @@ def run_soak(tmp_path: Path, photos: PhotoSet, seed: int = SEED, kills: int = KI
     logs.mkdir()
     for name in photos.initial:
         photos.place(name, root)
-    soak = Soak(root, home, logs, photos, random.Random(seed), arrivals=list(photos.arrivals))
+    soak = Soak(root, home, logs, photos, random.Random(seed), arrivals=list(photos.arrivals),
+                placed=list(photos.initial))
     soak.rng.shuffle(soak.arrivals)
 
     deadline = time.monotonic() + BUDGET_S
@@ -274,7 +310,8 @@ def run_soak(tmp_path: Path, photos: PhotoSet, seed: int = SEED, kills: int = KI
             break
         soak.step()
     kill_seconds = time.monotonic() - began
-    soak.deliver(len(soak.arrivals))  # whatever did not arrive yet arrives now, for the final run
+    while soak.arrivals:  # whatever did not arrive yet arrives now, for the final run
+        soak.deliver(1)
 
     watch_rc, _ = run_final_watch(soak)
     if watch_rc != 0:
@@ -302,8 +339,8 @@ def run_soak(tmp_path: Path, photos: PhotoSet, seed: int = SEED, kills: int = KI
     return counts
 
 
-def _rel(path, root: Path) -> str:
-    return os.path.relpath(os.fsdecode(path), root)
+def _rel(path: str, root: Path) -> str:
+    return ascii(os.path.relpath(path, root))  # ascii(): a non-UTF-8 name stays printable
 
 
 def compare(soak: Soak, root: Path, home: Path, ref_home: Path) -> dict:
@@ -312,23 +349,14 @@ def compare(soak: Soak, root: Path, home: Path, ref_home: Path) -> dict:
     state = library_state(home)
     ref = library_state(ref_home) if (ref_home / "phototag.db").exists() else None
     findings = soak.findings
-    # a stored path's form is the library's business (a non-UTF-8 name may be stored escaped): match the
-    # folder's files by name where the name is plain text, and compare the two libraries by stored path
-    stored = {p: row for p, row in state.photos.items()}
-    lost = []
-    for rel in files:
-        path = str(root / rel)
-        if path.encode("utf-8", "surrogateescape") == path.encode("utf-8", "replace"):  # valid UTF-8
-            row = stored.get(path)
-            if row is None or not (row["tagged"] or row["status"] == "error"):
-                lost.append(rel)
+    stored = state.photos
+    done = {path for path, row in stored.items() if row["tagged"] or row["status"] == "error"}
+    lost = [rel for rel in files if str(root / rel) not in done]
     if state.path_rows != len(files):
         findings.append(f"{state.path_rows} photo rows for {len(files)} files")
-    unknown = len(files) - len([p for p in stored.values() if p["tagged"] or p["status"] == "error"])
-    lost_count = max(len(lost), unknown)
     if lost:
-        findings.append(f"lost (not tagged, not recorded): {lost}")
-    gave_up = sorted((p for p, row in stored.items() if "gave up" in (row["error"] or "")), key=os.fsdecode)
+        findings.append(f"lost (not tagged, not recorded): {[ascii(rel) for rel in lost]}")
+    gave_up = sorted(p for p, row in stored.items() if "gave up" in (row["error"] or ""))
     if gave_up:
         findings.append(f"given up: {[_rel(p, root) for p in gave_up]}")
     for rel in sorted(soak.photos.errors):
@@ -348,14 +376,15 @@ def compare(soak: Soak, root: Path, home: Path, ref_home: Path) -> dict:
     mismatched = []
     if ref is not None:
         if set(ref.photos) != set(stored):
-            findings.append(f"photos differ from the reference run: only soaked {sorted(set(stored) - set(ref.photos))}"
-                            f", only reference {sorted(set(ref.photos) - set(stored))}")
-        for path in sorted(set(ref.photos) & set(stored), key=os.fsdecode):
+            findings.append(f"photos differ from the reference run: only soaked "
+                            f"{[_rel(p, root) for p in sorted(set(stored) - set(ref.photos))]}, only reference "
+                            f"{[_rel(p, root) for p in sorted(set(ref.photos) - set(stored))]}")
+        for path in sorted(set(ref.photos) & set(stored)):
             a, b = stored[path], ref.photos[path]
             differing = set(a["tags"]) ^ set(b["tags"])
-            real = [t for t in differing if not any(
-                abs((a["tags"].get(t) if t in a["tags"] else b["tags"][t]) - th) < BORDERLINE
-                for th in ref.thresholds)]
+            scores = {t: a["tags"][t] if t in a["tags"] else b["tags"][t] for t in differing}
+            real = [t for t, score in scores.items() if score is None or not any(
+                abs(score - threshold) < BORDERLINE for threshold in ref.thresholds)]
             if a["status"] != b["status"] or real:
                 mismatched.append(f"{_rel(path, root)}: {a['status']} {sorted(a['tags'])} "
                                   f"vs reference {b['status']} {sorted(b['tags'])}")
@@ -365,7 +394,7 @@ def compare(soak: Soak, root: Path, home: Path, ref_home: Path) -> dict:
         "photos": len(files),
         "tagged": tagged,
         "errors": sum(1 for row in stored.values() if row["status"] == "error"),
-        "lost": lost_count,
+        "lost": len(lost),
         "duplicates": duplicates,
         "gave_up": len(gave_up),
         "tag_mismatches": len(mismatched),
@@ -378,7 +407,7 @@ def compare(soak: Soak, root: Path, home: Path, ref_home: Path) -> dict:
 def test_soak_kill_9_during_scan_and_watch_loses_and_duplicates_nothing(tmp_path, soak_photos, capsys):
     counts = run_soak(tmp_path, soak_photos)
     with capsys.disabled():
-        print("\nreliability soak:", json.dumps(counts, indent=1, ensure_ascii=False))
+        print("\nreliability soak:", json.dumps(counts, indent=1))
     findings = counts["findings"]
     assert counts["kills"] >= 50, findings
     assert not findings, "\n".join(findings)
