@@ -78,6 +78,7 @@ from phototag.ingest.walk import FoundFile, is_ignored_name, is_skipped_dir, ite
 from phototag.library import Library
 from phototag.pipeline import Job, PersistError, Pipeline, Report, probe_in_child
 from phototag.tagging.base import Tagger, TaggerError
+from phototag_plugins.xmp.sidecar import sidecar_stat
 
 log = logging.getLogger("phototag.watch")
 
@@ -259,6 +260,7 @@ class Watcher:
         self._handler = _Handler(self._events)
         self._pending: dict[str, _Pending] = {}
         self._deletes: dict[str, tuple[float, bool]] = {}  # path → (deadline, is_dir)
+        self._sidecar_only: set[str] = set()  # pending only because their sidecar had an event
         self._wakeup = threading.Event()  # something was enqueued (or we are stopping)
         self._inotify: InotifyObserver | None = None
         self._polling: PollingObserver | None = None
@@ -719,6 +721,10 @@ class Watcher:
     def _on_event(self, event: FileSystemEvent) -> None:
         try:
             src = os.fsdecode(event.src_path)
+            if not event.is_directory:  # a sidecar created, changed, saved over (moved in) or deleted
+                for path in (src, os.fsdecode(event.dest_path) if isinstance(event, FileMovedEvent) else ""):
+                    for photo in self._photos_of_sidecar(path):
+                        self._track(photo, sidecar=True)
             if isinstance(event, (DirMovedEvent, FileMovedEvent)):
                 self._on_moved(src, os.fsdecode(event.dest_path), event.is_directory)
             elif isinstance(event, DirDeletedEvent) or isinstance(event, FileDeletedEvent):
@@ -730,10 +736,41 @@ class Watcher:
         except Exception:
             log.exception("could not handle %s", event)
 
-    def _track(self, path: str, priority: int = PRIORITY_NEW) -> None:
+    def _photos_of_sidecar(self, path: str) -> list[str]:
+        """The photos an XMP sidecar belongs to (two-way sync, docs/sync.md): ``a.jpg.xmp`` is a.jpg's,
+        ``a.xmp`` that of every photo named ``a.<ext>`` in its folder. Empty for any other file."""
+        folder, name = os.path.split(path)
+        if not name.lower().endswith(".xmp") or name.startswith("."):
+            return []
+        stem = name[:-4]
+        photos = [os.path.join(folder, stem)] if os.path.splitext(stem)[1].lower() in self.extensions else []
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            entries = []
+        photos += [os.path.join(folder, e) for e in entries
+                   if os.path.splitext(e)[0] == stem and os.path.splitext(e)[1].lower() in self.extensions]
+        return [p for p in dict.fromkeys(photos) if os.path.isfile(p)]
+
+    def _unchanged_sidecars(self, paths: list[str]) -> set[str]:
+        """Of ``paths``, the photos tracked only for a sidecar event whose sidecars are as phototag last
+        read or wrote them (the event was phototag's own export): nothing to read."""
+        only = [p for p in paths if p in self._sidecar_only]
+        self._sidecar_only.difference_update(only)
+        if not only:
+            return set()
+        with self.library.session() as session:
+            stored = dict(session.execute(select(Photo.path, Photo.sidecar_stat).where(Photo.path.in_(only))).all())
+        return {p for p in only if stored.get(p) is not None and stored[p] == sidecar_stat(p)}
+
+    def _track(self, path: str, priority: int = PRIORITY_NEW, sidecar: bool = False) -> None:
         root = self._root_of(path)
         if root is None or root.paused or not self._wanted(path, root):
             return
+        if not sidecar:
+            self._sidecar_only.discard(path)
+        elif path not in self._pending:
+            self._sidecar_only.add(path)
         try:
             st = os.lstat(path)
         except OSError:
@@ -772,7 +809,12 @@ class Watcher:
                 stable.setdefault(entry.priority, []).append(path)
             else:  # still being written
                 self._pending[path] = _Pending(now + self.stable_seconds, st.st_size, st.st_mtime, entry.priority)
-        for priority, paths in stable.items():
+        for priority, paths in list(stable.items()):
+            unchanged = self._unchanged_sidecars(paths)
+            paths = stable[priority] = [p for p in paths if p not in unchanged]
+            if not paths:
+                del stable[priority]
+                continue
             self.queue.enqueue(paths, "new", priority)
             self.stats.enqueued += len(paths)
             log.debug("enqueued %d stable files", len(paths), extra={"event": "enqueued", "count": len(paths)})

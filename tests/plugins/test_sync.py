@@ -198,3 +198,61 @@ def test_a_library_from_before_sidecar_stats_reads_each_sidecar_once(synced):
     assert (report["synced"], report["unchanged"]) == (1, 1)
     assert tags(home, cat)["holiday"] == "imported" and "holiday" not in tags(home, coffee)
     assert scan(home, cat.parent)["synced"] == 0
+
+
+def test_the_watcher_reads_a_sidecar_another_app_changes_without_the_model(tmp_path):
+    """A real watcher (watchdog, inotify): the create/modify events of a sidecar map to its photo, whose
+    keywords are read again; phototag's own sidecar writes cause no further work."""
+    from phototag_plugin_helpers import make_home
+    from watch.helpers import ColourTagger, model_work as work_of, tag_names, wait_for, watching, write_photo
+
+    from phototag.library import Library
+
+    settings = make_home(tmp_path, {"plugins": {"enabled": ["xmp"]}})
+    lib = Library(settings)
+    root = tmp_path / "Pictures"
+    root.mkdir()
+
+    def stored_stat(photo: Path) -> str | None:
+        with lib.session() as session:
+            row = lib.photo_by_path(session, photo)
+            return None if row is None else row.sidecar_stat
+
+    from phototag.plugins import photos_tagged
+
+    try:  # after each batch the plugins' hooks run, as `phototag watch` wires them (auto-export)
+        with watching(lib, ColourTagger(), [root], on_commit=lambda ids: photos_tagged(lib, ids)) as watcher:
+            a, b = write_photo(root / "a.jpg", 1), write_photo(root / "b.jpg", 2)
+            for photo in (a, b):  # tagged, exported, and the written sidecar's stat recorded
+                sidecar = photo.with_name(photo.name + ".xmp")
+                wait_for(lambda: sidecar.exists() and stored_stat(photo) == _stat(photo), what=f"{photo.name} exported")
+            work = work_of(lib)
+            enqueued = watcher.stats.enqueued
+
+            exiftool(a.with_name("a.jpg.xmp"), "-XMP-dc:Subject+=holiday")  # modify an existing sidecar
+            wait_for(lambda: "holiday" in tag_names(lib, a), what="the edited sidecar read")
+            subprocess.run(["exiftool", "-q", "-XMP-dc:Subject=trip", str(root / "b.xmp")], check=True)  # a new one
+            wait_for(lambda: "trip" in tag_names(lib, b), what="the new b.xmp read")
+            assert work_of(lib) == work  # no photo went through the model again
+            assert "red" in tag_names(lib, a) or "green" in tag_names(lib, a) or "blue" in tag_names(lib, a)
+
+            # phototag's own export (a tag added by hand, auto-export on) is not read back as an edit
+            with lib.session() as session:
+                photo_id = lib.photo_by_path(session, a).id
+                lib.add_manual_tags(session, session.get(type(lib.photo_by_path(session, a)), photo_id), ["sofa"])
+            photos_tagged(lib, [photo_id])
+            assert "phototag/sofa" in keywords(a.with_name("a.jpg.xmp"))["tags"]
+            queued_before = watcher.stats.enqueued
+            import time
+
+            time.sleep(watcher.stable_seconds + 2 * 2.0)  # events settled, the root check passed
+            assert watcher.stats.enqueued == queued_before, "phototag's own sidecar write was queued as an edit"
+            assert queued_before - enqueued == 2  # one read for each sidecar another app changed
+    finally:
+        lib.close()
+
+
+def _stat(photo: Path) -> str:
+    from phototag_plugins.xmp.sidecar import sidecar_stat
+
+    return sidecar_stat(photo)
