@@ -3,7 +3,8 @@
 * ``watch.lock`` — held (``flock``) for as long as a watcher runs: one watcher per home. It holds the
   watcher's pid. ``phototag status`` tests the lock rather than trusting the pid.
 * ``watch.json`` — the watcher's state (roots, paused roots, polling or inotify, counters), rewritten
-  atomically when it changes.
+  atomically when it changes. ASCII JSON: a folder name that is not valid UTF-8 is kept with
+  ``\\udcXX`` escapes for its undecodable bytes (``json.loads`` then ``os.fsencode`` give them back).
 * JSON logs: one object per line (``--log-format json``), for journald or a log shipper. Every
   line: Python warnings go through logging, and whatever a library writes to stdout/stderr itself
   (a C decoder's warning, exiv2, a traceback) is wrapped into a JSON record (logger ``stderr``).
@@ -19,6 +20,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,13 +105,44 @@ def running_watcher(home: Path) -> int | None:
         os.close(fd)
 
 
+# ---- files written here --------------------------------------------------------------------------
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to a temp file of its own beside ``path``, fsync it, rename it over
+    ``path`` and fsync the folder: a reader sees the old file or the new one, never a part. On any
+    failure the temp file is removed and ``path`` is untouched."""
+    data = text.encode("utf-8")  # fails (nothing written) before a temp file exists
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
 # ---- state file ---------------------------------------------------------------------------------
 def write_state(home: Path, state: dict) -> None:
-    path = Path(home) / STATE_NAME
-    tmp = path.with_name(f".{STATE_NAME}.{os.getpid()}.tmp")
+    """Replace ``watch.json`` with ``state`` (and the time). ASCII JSON, so any folder name fits,
+    also one that is not valid UTF-8."""
     state = {**state, "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    tmp.write_text(json.dumps(state, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    _write_atomic(Path(home) / STATE_NAME, json.dumps(state, ensure_ascii=True, indent=2, default=str))
 
 
 def read_state(home: Path) -> dict | None:
@@ -295,7 +328,5 @@ def install_service(home: Path, roots: list[Path], extra_args: list[str] | None 
     if unit_path.exists() and not force and unit_path.read_text(encoding="utf-8") != text:
         raise DaemonError(f"{unit_path} exists and differs; use --force to replace it")
     unit_dir.mkdir(parents=True, exist_ok=True)
-    tmp = unit_path.with_name(f".{UNIT_NAME}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, unit_path)
+    _write_atomic(unit_path, text)
     return ServiceFiles(unit_path, text)

@@ -416,3 +416,41 @@ def test_scan_while_the_watcher_works_on_the_same_files_tags_each_once(tmp_path)
     by_watcher = sum(e.get("count", 0) for e in log_events(log) if e.get("event") == "tagged")
     assert report["new"] + by_watcher == n and report["failed"] == 0
     assert report["new"] > 0 and by_watcher > 0, (report, by_watcher)  # they really overlapped
+
+
+def test_status_of_a_watcher_on_a_folder_not_named_in_utf8(tmp_path):
+    """A watched folder whose name is not valid UTF-8 (an old archive, a NAS share): the watcher's
+    state is written all the same (no temp file left behind) and `status` shows the folder."""
+    home = tmp_path / "home"
+    root = Path(os.fsdecode(os.fsencode(tmp_path) + b"/Fotos \xe9t\xe9"))
+    root.mkdir()
+    write_photo(root / "a.jpg", 1)
+    log = tmp_path / "daemon.log"
+    proc = start_colour_daemon(home, root, 0.0, log)
+    try:
+        wait_for(lambda: any(e.get("event") == "tagged" for e in log_events(log)), 60, what="the photo tagged")
+        wait_for(lambda: (home / "watch.json").exists(), 10, what="the state file")
+        status = run_cli(home, "status", "--format", "json")
+        assert status.returncode == 0, status.stderr
+        daemon = json.loads(status.stdout)["daemon"]
+        assert daemon["running"] is True and daemon["model"] == "colour"
+        assert [os.fsencode(r["path"]) for r in daemon["roots"]] == [os.fsencode(root)]
+        assert [p.name for p in home.iterdir() if p.name.endswith(".tmp")] == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+    assert rc == 0, log.read_text()[-3000:]
+
+
+def test_state_file_is_replaced_whole_or_not_at_all(tmp_path):
+    from phototag.daemon import STATE_NAME, read_state, write_state
+
+    write_state(tmp_path, {"roots": [{"path": os.fsdecode(b"/p/\xff"), "paused": False}], "model": "猫"})
+    state = read_state(tmp_path)
+    assert os.fsencode(state["roots"][0]["path"]) == b"/p/\xff" and state["model"] == "猫"
+    loop: dict = {"model": "x"}
+    loop["self"] = loop  # cannot be written: the old state stays, no temp file is left
+    with pytest.raises(ValueError):
+        write_state(tmp_path, loop)
+    assert read_state(tmp_path)["model"] == "猫"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_NAME]
