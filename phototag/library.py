@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-import numpy as np
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -454,6 +453,8 @@ class Library:
                 for tag_id, score in best.items()
             ])
         if prediction.embedding is not None:
+            import numpy as np  # here, not at the top: search/show never store a prediction
+
             vector = np.ascontiguousarray(prediction.embedding, dtype="<f4")
             emb = session.scalar(
                 select(Embedding).where(Embedding.photo_id == photo.id, Embedding.model_id == tagger.model_id)
