@@ -18,7 +18,10 @@ Recipe (version 1; golden files under ``tests/tagging/golden`` depend on it — 
   (RAM/RAM++) and ``label_embed.weight`` (Tag2Text) plain ``randn`` so that classes get visibly
   different logits; BERT embeddings ``0.5·randn``; ``reweight_scale = log(1/0.07)``;
 * buffers get their true values: ``position_ids = arange``, Swin ``relative_position_index`` and
-  ``attn_mask`` computed as the official constructor does.
+  ``attn_mask`` computed as the official constructor does (by timm's Swin, which computes them alike).
+
+Keys are always the official ones: :func:`official_entries` lists a model's state dict (timm Swin
+names inside) under them, with the Swin buffers an official state dict has.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import torch
+from timm.models.swin_transformer import SwinTransformerBlock, get_relative_position_index
+from torch import nn
 
-from .models.swin import relative_position_index, shifted_window_mask
+from .models.swin import official_order
 
 RECIPE_VERSION = 1
 
@@ -55,6 +60,23 @@ def read_tied(path: Path | str) -> list[list[str]]:
 
 def entries_of(state_dict: Mapping[str, torch.Tensor]) -> list[Entry]:
     return [(k, tuple(v.shape), v.dtype) for k, v in state_dict.items()]
+
+
+def official_entries(model: nn.Module) -> list[Entry]:
+    """A RAM-family model's state dict as the official one lists it: official Swin key names and
+    order, plus the Swin ``relative_position_index`` / ``attn_mask`` buffers (appended)."""
+    entries = entries_of(official_order(model.state_dict(), "visual_encoder."))
+    for name, buf in model.named_buffers():
+        if name.endswith(("relative_position_index", "attn_mask")) and buf is not None:
+            entries.append((name, tuple(buf.shape), buf.dtype))  # block names: same in both layouts
+    return entries
+
+
+def shift_mask(resolution: int, window: int) -> torch.Tensor:
+    """``[nW, window², window²]`` mask of a shifted Swin block: 0 within a region, -100 across."""
+    block = SwinTransformerBlock(4, (resolution, resolution), num_heads=1, window_size=window,
+                                 shift_size=window // 2)
+    return block.attn_mask
 
 
 def tied_groups_of(state_dict: Mapping[str, torch.Tensor]) -> list[list[str]]:
@@ -84,12 +106,13 @@ def synthetic_tensor(key: str, shape: Sequence[int], dtype: torch.dtype, seed: i
     if key.endswith("position_ids"):
         return torch.arange(shape[-1], dtype=dtype).expand(shape).clone()
     if key.endswith("relative_position_index"):
-        return relative_position_index(math.isqrt(shape[0])).to(dtype)
+        window = math.isqrt(shape[0])
+        return get_relative_position_index(window, window).to(dtype)
     if key.endswith("attn_mask"):
         n_windows, n, _ = shape
         window = math.isqrt(n)
         resolution = window * math.isqrt(n_windows)
-        return shifted_window_mask(resolution, resolution, window, window // 2).to(dtype)
+        return shift_mask(resolution, window).to(dtype)
     if key == "reweight_scale":
         return torch.tensor(math.log(1 / 0.07), dtype=dtype).expand(shape).clone()
     g = _generator(seed, key)

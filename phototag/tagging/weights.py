@@ -8,13 +8,18 @@ pickles of 3–5.6 GB, two thirds of which is optimizer state. Here:
 * :func:`official_key_transform` applies what the official loader does to the keys — drop the 35
   recomputed Swin buffers (``relative_position_index``, ``attn_mask``), rename ``vision_multi`` →
   ``tagging_head``, keep the default BERT ``position_ids`` when a file lacks them — and, unlike it,
-  refuses relative-position tables that would need resizing;
+  refuses relative-position tables that would need resizing; then renames the 9 patch-merging keys
+  to timm's layout (our image encoder is timm's ``SwinTransformer``, see :mod:`.models.swin`);
 * :func:`identify` tells the architecture and class count from the keys and shapes;
 * :func:`check_state_dict` compares against our model and names every missing, unexpected or
   mis-shaped key (the official loader used ``strict=False`` and printed nothing);
 * :func:`convert_checkpoint` writes the tensors inference needs to a ``.safetensors`` file, streaming
   one tensor at a time (temp file + rename). Tied tensors are stored once; the aliases are recorded
   in the file's metadata and restored by :func:`load_converted`.
+
+Files keep the official key names and order (converted files too: same bytes as before the encoder
+became timm's, so packs made earlier load as they are); timm's names exist only in memory, and
+messages name keys as the files spell them.
 """
 
 from __future__ import annotations
@@ -40,9 +45,11 @@ from .models.ram import (
     RamArch,
     build_model,
 )
+from .models.swin import checkpoint_filter_fn, official_order, to_official_key
 
-#: bump when the converted-file layout changes
+#: bump when the converted-file layout changes (official key names and order; unchanged by timm's Swin)
 CONVERTED_FORMAT = "phototag-ram/1"
+ENCODER = "visual_encoder."  #: prefix of the image encoder's keys
 WINDOW_SIZE = 12
 BIAS_TABLE_ROWS = (2 * WINDOW_SIZE - 1) ** 2  # 529
 
@@ -152,7 +159,12 @@ def official_key_transform(state: Mapping[str, torch.Tensor]) -> dict[str, torch
         table = out.get(prefix + "position_embeddings.weight")
         if table is not None and prefix + "position_ids" not in out:
             out[prefix + "position_ids"] = torch.arange(table.shape[0]).unsqueeze(0)
-    return out
+    return checkpoint_filter_fn(out, ENCODER)
+
+
+def file_key(key: str) -> str:
+    """A model key as official checkpoints and converted files spell it (differs in 9 Swin keys)."""
+    return to_official_key(key) if key.startswith(ENCODER) else key
 
 
 # ---------------------------------------------------------------------------------- architecture
@@ -222,12 +234,15 @@ def _limit(names: list[str], n: int = 25) -> str:
 
 
 def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """Raise :class:`WeightsError` naming every missing, unexpected and mis-shaped key."""
+    """Raise :class:`WeightsError` naming every missing, unexpected and mis-shaped key.
+
+    Keys are named as the files spell them (:func:`file_key`), not by timm's in-memory names.
+    """
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+    missing = [file_key(k) for k in expected if k not in state]
+    unexpected = [file_key(k) for k in state if k not in expected]
     shapes = [
-        f"{k} {tuple(state[k].shape)} (model {tuple(v.shape)})"
+        f"{file_key(k)} {tuple(state[k].shape)} (model {tuple(v.shape)})"
         for k, v in expected.items()
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
@@ -371,13 +386,14 @@ def write_converted(
     unique = {k: v for k, v in state.items() if k not in aliases}
     if dtype is not None:
         unique = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in unique.items()}
+    unique = official_order(unique, ENCODER)  # the file speaks the official layout
     captioning_kept = any(k.startswith("text_decoder.") for k in unique)
     meta = {
         "format": CONVERTED_FORMAT,
         "kind": kind.kind,
         "num_classes": str(kind.num_classes),
         "captioning": "1" if captioning_kept else "0",
-        "aliases": json.dumps(aliases, sort_keys=True),
+        "aliases": json.dumps({file_key(a): file_key(c) for a, c in aliases.items()}, sort_keys=True),
         **dict(extra_metadata or {}),
     }
     write_safetensors(dest, unique, meta)
@@ -401,7 +417,10 @@ def convert_checkpoint(
 
 
 def load_converted(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a converted file (memory-mapped) → (state dict with aliases restored, metadata)."""
+    """Read a converted file (memory-mapped) → (state dict with aliases restored, metadata).
+
+    Keys as in the file (official layout); :func:`load_model` renames them for the model.
+    """
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -450,6 +469,7 @@ def load_model(
     path = Path(path)
     if path.suffix == ".safetensors":
         state, meta = load_converted(path)
+        state = checkpoint_filter_fn(state, ENCODER)
         kind = identify(state, check_width=arch is None)
         has_text = meta.get("captioning") == "1"
         if captioning and not has_text:

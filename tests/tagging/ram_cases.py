@@ -14,7 +14,7 @@ import torch
 from phototag.tagging.models.bert import BertConfig
 from phototag.tagging.models.ram import ARCHS, RamArch, build_model
 from phototag.tagging.models.swin import SwinConfig
-from phototag.tagging.synthetic import entries_of, synthetic_state_dict, tied_groups_of
+from phototag.tagging.synthetic import official_entries, synthetic_state_dict, tied_groups_of
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
@@ -46,14 +46,6 @@ def tiny_arch(kind: str) -> RamArch:
 
 
 def tiny_official_state(kind: str, seed: int = 3) -> dict[str, torch.Tensor]:
-    """An official-style state dict (Swin buffers included, tied keys sharing tensors)."""
-    with torch.device("meta"):
-        model = build_model(kind, arch=tiny_arch(kind))
-    entries = entries_of(model.state_dict())
+    """An official-style state dict (official keys, Swin buffers included, tied keys sharing tensors)."""
     ref = build_model(kind, arch=tiny_arch(kind))  # real tensors, to learn the tied groups
-    tied = tied_groups_of(ref.state_dict())
-    # add the buffers the official model has in its state dict and we do not
-    for name, buf in ref.named_buffers():
-        if name.endswith(("relative_position_index", "attn_mask")) and buf is not None:
-            entries.append((name, tuple(buf.shape), buf.dtype))
-    return synthetic_state_dict(entries, tied, seed)
+    return synthetic_state_dict(official_entries(ref), tied_groups_of(ref.state_dict()), seed)

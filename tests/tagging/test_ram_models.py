@@ -1,5 +1,8 @@
 """RAM / RAM++ / Tag2Text architectures: official key layout, and logits equal to the official code.
 
+The image encoder is timm's ``SwinTransformer``; official keys reach it through
+``official_key_transform`` (9 patch-merging keys renamed) and leave it through ``official_order``.
+
 The golden files were made by running a transcription of the official implementation
 (xinyu1205/recognize-anything @ 7cb804a8, transformers 4.25.1, timm 0.4.12) on chelsea with the
 synthetic state dicts of :mod:`phototag.tagging.synthetic` (seed 1234); see golden/RAM_OFFICIAL.md.
@@ -19,8 +22,10 @@ from PIL import Image
 
 from phototag.tagging.models.ram import build_model
 from phototag.tagging.ram_tagger import preprocess
+from phototag.tagging.models.swin import official_order
 from phototag.tagging.synthetic import (
     entries_of,
+    official_entries,
     read_manifest,
     read_tied,
     synthetic_state_dict,
@@ -29,6 +34,7 @@ from phototag.tagging.synthetic import (
 from phototag.tagging.vocab import ram_vocabulary, tag2text_vocabulary
 from phototag.tagging.weights import (
     check_state_dict,
+    file_key,
     identify,
     load_strict,
     materialize,
@@ -92,8 +98,13 @@ def test_state_dict_keys_shapes_and_order_equal_the_manifest_minus_35_buffers(ki
     assert len(dropped) == 35  # 24 relative_position_index + 11 attn_mask
     with torch.device("meta"):
         model = build_model(kind)
-    ours = [(k, tuple(v.shape), v.dtype) for k, v in model.state_dict().items()]
+    ours = entries_of(official_order(model.state_dict(), "visual_encoder."))
     assert ours == [e for e in entries if e[0] not in dropped]
+    # in memory the encoder is timm's: only its 9 patch-merging keys are named otherwise
+    renamed = {k: file_key(k) for k in model.state_dict() if file_key(k) != k}
+    assert len(renamed) == 9 and all(".downsample." in k for k in renamed)
+    assert "visual_encoder.layers.3.downsample.reduction.weight" in renamed
+    assert renamed["visual_encoder.layers.1.downsample.norm.weight"] == "visual_encoder.layers.0.downsample.norm.weight"
     # the dropped ones exist as (non-persistent) buffers, recomputed by the model
     buffers = dict(model.named_buffers())
     assert all(k in buffers for k in dropped)
@@ -111,8 +122,8 @@ def test_tied_tensors_are_shared_like_the_official_model():
 def test_tiny_models_match_the_official_logits(kind, chelsea):
     case = f"{kind}_tiny"
     model = build_model(kind, arch=tiny_arch(kind))
-    sd = model.state_dict()
-    load_strict(model, official_key_transform(synthetic_state_dict(entries_of(sd), tied_groups_of(sd), GOLDEN_SEED)))
+    official = synthetic_state_dict(official_entries(model), tied_groups_of(model.state_dict()), GOLDEN_SEED)
+    load_strict(model, official_key_transform(official))
     ref = golden(case)
     with torch.no_grad():
         embeds = model.image_embeds(chelsea)

@@ -20,6 +20,7 @@ from phototag.tagging.weights import (
     prepare_state,
     read_checkpoint,
     sha256_file,
+    write_safetensors,
 )
 
 from .ram_cases import tiny_arch, tiny_official_state
@@ -151,3 +152,41 @@ def test_checkpoints_saved_without_bert_position_ids_still_load():
     del state["tag_encoder.embeddings.position_ids"], state["text_decoder.bert.embeddings.position_ids"]
     prepared, kind, _ = prepare_state(state, arch=tiny_arch("tag2text"))
     assert torch.equal(prepared["text_decoder.bert.embeddings.position_ids"], torch.arange(512)[None])
+
+
+#: sha256 of the files ``convert_checkpoint`` wrote for ``tiny_official_state(kind)`` (seed 3) with the
+#: hand-written Swin encoder (phototag 905b8b0), before the encoder became timm's SwinTransformer
+CONVERTED_BEFORE_TIMM_SWIN = {
+    "ram": "dee3bf82b62f7ebeabb381823a46f66fb6ef6afe7e7e9a0c0ae4f7a4cff37f31",
+    "ram_plus": "97c0bd7dac929ef2064aaa624bc660333c23016166e9037d667f41ddadb3ef7c",
+    "tag2text": "93c8d09fded52d00c944ff75d9e59e3d464c569eb7733d9223f529b8c13817b3",
+}
+
+
+@pytest.mark.parametrize("kind", ["ram", "ram_plus", "tag2text"])
+def test_converted_files_are_the_bytes_packs_made_before_timm_swin_hold(kind, tmp_path):
+    """Converted files keep the official key names and order, so a pack added before the encoder
+    became timm's holds exactly what one added now holds — and loads, strictly, into timm's Swin."""
+    pth = save_official(tmp_path / f"{kind}.pth", tiny_official_state(kind))
+    result = convert_checkpoint(pth, tmp_path / "w.safetensors", arch=tiny_arch(kind))
+    assert result.sha256 == CONVERTED_BEFORE_TIMM_SWIN[kind]
+    keys = list(load_converted(result.path)[0])
+    assert "visual_encoder.layers.0.downsample.reduction.weight" in keys  # official layout on disk
+    assert not any(k.startswith("visual_encoder.layers.3.downsample") for k in keys)
+    model, _ = load_model(result.path, arch=tiny_arch(kind))
+    assert model.visual_encoder.layers[3].downsample.reduction.weight.shape == (128, 256)  # timm's in memory
+    assert torch.equal(model.state_dict()["visual_encoder.layers.1.downsample.norm.weight"],
+                       tiny_official_state(kind)["visual_encoder.layers.0.downsample.norm.weight"])
+
+
+def test_a_damaged_converted_file_is_reported_in_the_files_own_key_names(tmp_path):
+    pth = save_official(tmp_path / "ram_plus.pth", tiny_official_state("ram_plus"))
+    result = convert_checkpoint(pth, tmp_path / "w.safetensors", arch=tiny_arch("ram_plus"))
+    state, meta = load_converted(result.path)
+    del state["visual_encoder.layers.0.downsample.norm.weight"]  # official name of timm's layers.1.…
+    damaged = tmp_path / "damaged.safetensors"
+    write_safetensors(damaged, state, meta)
+    with pytest.raises(WeightsError) as err:
+        load_model(damaged, arch=tiny_arch("ram_plus"))
+    assert "1 missing: visual_encoder.layers.0.downsample.norm.weight" in str(err.value)
+    assert "layers.1.downsample" not in str(err.value)

@@ -1,9 +1,11 @@
 """RAM, RAM++ and Tag2Text: tensors in, logits / embeddings out. No files, no thresholds, no tokenizer.
 
 Written from the official ``ram/models/{ram,ram_plus,tag2text}.py`` (xinyu1205/recognize-anything
-@ 7cb804a8); module and parameter names equal the official state-dict keys, so an official
-``checkpoint['model']`` (minus the 35 recomputed Swin buffers, see :mod:`phototag.tagging.weights`)
-loads with ``strict=True``.
+@ 7cb804a8); module and parameter names equal the official state-dict keys except inside the
+image encoder, which is timm's ``SwinTransformer`` (:mod:`.swin`: patch merging sits one stage
+later in timm's names). An official ``checkpoint['model']`` loads with ``strict=True`` after
+:func:`phototag.tagging.weights.official_key_transform` (drops the 35 recomputed Swin buffers,
+renames those 9 patch-merging keys).
 
 Forward passes (``x`` = ``[B, 3, 384, 384]`` ImageNet-normalised, see SPEC §3):
 
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bert import BertConfig, BertLMHeadModel, BertModel, med_config, q2l_config, tie_tagging_head
-from .swin import SWIN_B_384, SWIN_L_384, SwinConfig, SwinTransformer
+from .swin import SWIN_B_384, SWIN_L_384, RamSwin, SwinConfig
 
 RAM_NUM_CLASSES = 4585
 TAG2TEXT_NUM_CLASSES = 3429
@@ -122,7 +124,7 @@ class RAM(_TaggerBase):
         arch = arch or ram_arch()
         self.arch = arch
         self.label_embed = nn.Parameter(torch.zeros(arch.num_classes, arch.clip_dim))
-        self.visual_encoder = SwinTransformer(arch.swin)
+        self.visual_encoder = RamSwin(arch.swin)
         self._build_text_modules(arch, tagging_only)
         self.tagging_head = BertModel(arch.head, embeddings=False, self_attention=False)
         self.wordvec_proj = nn.Linear(arch.clip_dim, arch.head.hidden_size)
@@ -160,7 +162,7 @@ class RAMPlus(RAM):
         self.arch = arch
         self.label_embed = nn.Parameter(torch.zeros(arch.num_classes * arch.descriptions, arch.clip_dim))
         self.reweight_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        self.visual_encoder = SwinTransformer(arch.swin)
+        self.visual_encoder = RamSwin(arch.swin)
         self.has_text = False  # RAM++ ships no caption modules
         self.tagging_head = BertModel(arch.head, embeddings=False, self_attention=False)
         self.wordvec_proj = nn.Linear(arch.clip_dim, arch.head.hidden_size)
@@ -189,7 +191,7 @@ class Tag2Text(_TaggerBase):
         super().__init__()
         arch = arch or tag2text_arch()
         self.arch = arch
-        self.visual_encoder = SwinTransformer(arch.swin)
+        self.visual_encoder = RamSwin(arch.swin)
         self._build_text_modules(arch, tagging_only)
         self.tagging_head = BertModel(arch.head, embeddings=False, self_attention=False)
         self.label_embed = nn.Embedding(arch.num_classes, arch.head.hidden_size)
