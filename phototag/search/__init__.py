@@ -46,8 +46,11 @@ def default_model_id(conn: Any) -> str:
 
 
 def photo_id_for_path(conn: Any, path: Path | str) -> int | None:
-    """The library photo stored at ``path`` (resolved), if any."""
-    resolved = str(Path(path).expanduser().resolve())
+    """The library photo stored at ``path`` (resolved), if any; any file name, also one that is not
+    valid UTF-8 (compared in its stored form, :func:`phototag.db.models.encode_path`)."""
+    from phototag.db.models import encode_path
+
+    resolved = encode_path(str(Path(path).expanduser().resolve()))
     row = _connection(conn).execute(sql("SELECT id FROM photos WHERE path = :p"), {"p": resolved}).first()
     return None if row is None else int(row[0])
 

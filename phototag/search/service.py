@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from sqlalchemy import text as sql
 
+from phototag.db.models import decode_path
 from phototag.search.errors import SearchError
 from phototag.search.index import EmbeddingIndex, Manifest, model_ids_with_embeddings, table_state
 
@@ -117,7 +118,8 @@ def _with_paths(session: Any, hits: list[tuple[int, float]], limit: int) -> list
     out: list[SimilarHit] = []
     for pid, score in hits:
         if pid in rows and rows[pid][1] != "missing":
-            out.append(SimilarHit(pid, rows[pid][0], round(float(score), 6), rows[pid][1]))
+            # the file name as the file system has it, not its stored (escaped) form
+            out.append(SimilarHit(pid, decode_path(rows[pid][0]), round(float(score), 6), rows[pid][1]))
         if len(out) == limit:
             break
     return out
