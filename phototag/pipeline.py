@@ -44,10 +44,10 @@ from phototag.db.models import ModelRun, Photo, PhotoStatus
 from phototag.ingest.decode import DecodeError, decode_photo
 from phototag.ingest.exif import read_exif
 from phototag.ingest.fingerprint import sha256_file
+from phototag.ingest.keywords import PhotoKeywords, read_keywords, read_photo_keywords, sidecar_stat
 from phototag.ingest.walk import FoundFile, iter_photo_files
 from phototag.library import Library, PhotoFacts
 from phototag.tagging.base import Tagger
-from phototag_plugins.xmp.sidecar import PhotoKeywords, read_keywords, read_photo_keywords, sidecar_stat
 
 log = logging.getLogger(__name__)
 
