@@ -67,6 +67,7 @@ from watchdog.observers.polling import PollingObserver
 from phototag import __version__
 from phototag.config import ConfigError, Settings, load_settings
 from phototag.db.models import Photo, PhotoStatus, WorkItem, utcnow
+from phototag.ingest.keywords import sidecar_stat
 from phototag.ingest.queue import (
     PRIORITY_CATCH_UP,
     PRIORITY_NEW,
@@ -78,7 +79,6 @@ from phototag.ingest.walk import FoundFile, is_ignored_name, is_skipped_dir, ite
 from phototag.library import Library
 from phototag.pipeline import Job, PersistError, Pipeline, Report, probe_in_child
 from phototag.tagging.base import Tagger, TaggerError
-from phototag_plugins.xmp.sidecar import sidecar_stat
 
 log = logging.getLogger("phototag.watch")
 
