@@ -5,18 +5,18 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import os
 import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 import phototag_migrations
+from phototag import atomic
 
 if TYPE_CHECKING:  # alembic is imported only when a schema is read, checked or upgraded through it
     from alembic.config import Config as AlembicConfig
@@ -72,6 +72,23 @@ def _stored_revision(conn) -> str | None:
     return rows[0][0] if len(rows) == 1 else None
 
 
+ConnectionSetup = Callable[[sqlite3.Connection], None]
+#: run on every new connection of a library engine, after the PRAGMAs (see :func:`on_new_connection`)
+_connection_setups: list[ConnectionSetup] = []
+
+
+def on_new_connection(setup: ConnectionSetup) -> ConnectionSetup:
+    """Have ``setup(dbapi_conn)`` run on every SQLite connection a library engine opens from now on.
+
+    How a layer above the database gives SQLite what its SQL needs without this layer knowing it:
+    the query language registers its ``REGEXP`` and ``phototag_fold()`` functions when it is
+    imported (:mod:`phototag.query.compile`). Registering the same function again does nothing;
+    usable as a decorator."""
+    if setup not in _connection_setups:
+        _connection_setups.append(setup)
+    return setup
+
+
 def _on_connect(dbapi_conn: sqlite3.Connection, _record) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -79,31 +96,26 @@ def _on_connect(dbapi_conn: sqlite3.Connection, _record) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-    try:  # the query language's REGEXP etc.; absent while that package is being built
-        from phototag.query.compile import install_sqlite_functions
-    except ImportError:  # pragma: no cover
-        return
-    install_sqlite_functions(dbapi_conn)
+    for setup in list(_connection_setups):
+        setup(dbapi_conn)
 
 
 def copy_database(source: Path, target: Path) -> None:
     """A consistent copy of a live SQLite file (SQLite's online backup API; WAL content included).
 
-    Written beside ``target`` and renamed into place, so a failed copy (disk full) never leaves
-    a truncated file under the backup's name."""
-    partial = target.with_name(target.name + ".part")
+    Written to a temp file beside ``target`` and renamed into place (:func:`phototag.atomic.replacing`),
+    so a failed copy (disk full) never leaves a truncated file under the backup's name."""
     src = sqlite3.connect(source)
     try:
-        dst = sqlite3.connect(partial)
-        try:
-            with dst:
-                src.backup(dst)
-        finally:
-            dst.close()
-        os.replace(partial, target)
+        with atomic.replacing(target) as partial:
+            dst = sqlite3.connect(partial)
+            try:
+                with dst:
+                    src.backup(dst)
+            finally:
+                dst.close()
     finally:
         src.close()
-        partial.unlink(missing_ok=True)
 
 
 def make_engine(path: Path) -> Engine:

@@ -2,9 +2,11 @@
 
 Every user-supplied value travels as a bound parameter; nothing the user typed is formatted into
 SQL text. Case-insensitive comparisons and regular expressions call two Python functions that
-:func:`install_sqlite_functions` registers on each SQLite connection (the engine's ``connect``
-event calls it; :func:`phototag.query.search` also makes sure), so SQL and :meth:`Node.match`
-use the very same ``str.casefold`` and ``re.search``.
+:func:`install_sqlite_functions` registers on each SQLite connection (this module has the library
+engine run it on every new connection, :func:`phototag.db.engine.on_new_connection`;
+:func:`phototag.query.search` also makes sure), so SQL and :meth:`Node.match` use the very same
+``str.casefold`` and ``re.search``. They are the query language's, not the database's: the
+database layer never imports this package.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from sqlalchemy import (
     true,
 )
 
+from phototag.db.engine import on_new_connection
 from phototag.db.models import Caption, FsPath, ModelRun, Photo, PhotoTag, Tag, encode_path
 from phototag.query.errors import QueryError
 from phototag.query.fields import sort_columns
@@ -73,10 +76,12 @@ def _sql_regexp(pattern: Any, value: Any) -> int | None:
     return 1 if compiled_regex(pattern).search(text) else 0
 
 
+@on_new_connection
 def install_sqlite_functions(dbapi_conn: Any) -> None:
     """Register ``REGEXP`` and ``phototag_fold()`` on a ``sqlite3`` connection (idempotent).
 
-    Call it from the engine's ``connect`` event::
+    Every connection a library engine opens once this module is imported gets them; for an engine
+    of your own, call it from the engine's ``connect`` event::
 
         event.listen(engine, "connect", lambda conn, _rec: install_sqlite_functions(conn))
     """

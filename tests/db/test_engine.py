@@ -123,3 +123,56 @@ def test_processes_opening_a_new_library_at_once_create_it_once(tmp_path):
     db = open_database(path)
     assert db.current_revision() == head_revision()
     db.dispose()
+
+
+def test_the_database_layer_does_not_import_the_query_language(tmp_path):
+    """db/ is below query/: opening (and creating) a library imports nothing of phototag.query."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom phototag.db.engine import open_database\n"
+            "db = open_database(sys.argv[1])\n"
+            "with db.engine.connect() as conn: conn.exec_driver_sql('SELECT 1')\n"
+            "db.dispose()\n"
+            "assert not [m for m in sys.modules if m.startswith('phototag.query')], sorted(sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "phototag.db")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_connection_setups_run_on_each_new_connection_once_registered(tmp_path):
+    """The query package's REGEXP/phototag_fold reach every library connection through the hook."""
+    from phototag.db import engine as engine_module
+    from phototag.query.compile import install_sqlite_functions
+
+    assert install_sqlite_functions in engine_module._connection_setups  # registered on import
+    seen = []
+
+    def setup(conn):
+        seen.append(conn)
+
+    assert engine_module.on_new_connection(setup) is setup
+    engine_module.on_new_connection(setup)  # twice: still runs once per connection
+    try:
+        db = open_database(tmp_path / "phototag.db")
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT 'Hund' REGEXP 'un', phototag_fold('ÄRGER')").one() == (1, "ärger")
+        db.dispose()
+    finally:
+        engine_module._connection_setups.remove(setup)
+    assert len(seen) >= 1 and len(seen) == len({id(c) for c in seen})
+
+
+def test_a_backup_is_written_beside_the_database_under_a_temp_name_first(tmp_path):
+    """copy_database goes through phototag.atomic: the backup appears whole, no temp file is left."""
+    from phototag.db.engine import copy_database
+
+    db = open_database(tmp_path / "phototag.db")
+    with db.session() as session:
+        session.connection().exec_driver_sql("INSERT INTO tags (name) VALUES ('cat')")
+    copy_database(db.path, tmp_path / "copy.bak")
+    db.dispose()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("phototag.db")) == ["copy.bak"]
+    copy = sqlite3.connect(tmp_path / "copy.bak")
+    assert copy.execute("SELECT name FROM tags").fetchall() == [("cat",)]
+    copy.close()
