@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from phototag.cli.common import ListFormat, console, open_library, out, print_json
+from phototag.cli.common import ListFormat, agreement_table, console, open_library, out, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -46,16 +46,10 @@ def calibrate(
             table.add_row(t.tag, f"{t.threshold:.3f}", str(t.positives), str(t.negatives), str(t.errors_before),
                           str(t.errors_after))
         out.print(table)
-    _agreement_table(result.before, result.after, result.held_out_photos)
+    agreement_table(result.before, result.after, result.held_out_photos)
     if result.applied:
         console.print(f"[green]saved[/green] {len(result.applied_thresholds)} thresholds to {result.applied}; "
                       f"`phototag retag` applies them")
     else:
         console.print("nothing written (use --apply to save the thresholds)")
 
-
-def _agreement_table(before, after, photos: int) -> None:
-    table = Table("held-out", "precision", "recall", "F1", title=f"agreement with you on {photos} held-out photos")
-    for label, a in (("before", before), ("after", after)):
-        table.add_row(label, f"{a.precision:.3f}", f"{a.recall:.3f}", f"{a.f1:.3f}")
-    out.print(table)

@@ -1,13 +1,17 @@
-"""What every command shares: the library of the current ``--home``, output formats, errors."""
+"""What every command shares: the library of the current ``--home``, output formats, errors, and
+what several commands show the same way (a progress bar, a photo's tag table, the agreement table)
+or do after tagging (the after-commit hook), so that no command imports another one's private helper.
+rich's progress and table modules are imported when a command draws one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sys
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import typer
 from rich.console import Console
@@ -109,3 +113,77 @@ def paths_output(paths: Iterable[str], print0: bool = False) -> None:
         return
     for p in paths:
         sys.stdout.write(printable(p) + "\n")
+
+
+def after_commit_hook(lib: Library):
+    """The ``on_commit`` callback of the commands that tag (scan, watch, retag): after each committed
+    batch the plugins hear which photos have new tags (automatic XMP export writes their sidecars);
+    a plugin's error is shown and the work goes on."""
+
+    def on_commit(photo_ids: list[int]) -> None:
+        tell_plugins(lib, photo_ids)
+
+    return on_commit
+
+
+def tell_plugins(lib: Library, photo_ids: list[int]) -> None:
+    """Run the plugins' ``photos_tagged`` hooks for ``photo_ids`` now, showing each plugin error
+    (``tag add``/``tag remove`` call it once their change is committed)."""
+    from phototag.plugins import photos_tagged
+
+    for error in photos_tagged(lib, photo_ids):
+        console.print(f"[yellow]plugin:[/yellow] {error}")
+
+
+# ---- shown the same way by several commands -----------------------------------------------------
+
+ProgressFn = Callable[[str, int], None]  # (event, n): "total" sets the count, "advance" moves on
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, *, disable: bool = False, eta: bool = True) -> Iterator[ProgressFn]:
+    """A bar on stderr for the duration of the block; yields the ``progress(event, n)`` callback the
+    services take (``"total"``: how many there are, once known; ``"advance"``: n more done).
+    ``disable`` (``--quiet``, ``--format json``) draws nothing; ``eta`` adds the time remaining."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns: list[Any] = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn()]
+    if eta:
+        columns.append(TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=disable, transient=False) as bar:
+        task = bar.add_task(label, total=None)
+
+        def progress(event: str, n: int) -> None:
+            if event == "total":
+                bar.update(task, total=n)
+            else:
+                bar.advance(task, n)
+
+        yield progress
+
+
+def tag_table(tags: Iterable[Mapping[str, Any]], *, title: str | None = None, chinese: bool = True):
+    """A photo's tags (the dicts of :meth:`phototag.library.Library.photo_tags`) as a rich table:
+    name (and Chinese name), score, source, model. Names are shown escaped, never as markup."""
+    from rich.table import Table
+
+    table = Table("tag", *(["中文"] if chinese else []), "score", "source", "model",
+                  title=None if title is None else markup_safe(title))
+    for tag in tags:
+        score = "" if tag.get("score") is None else f"{tag['score']:.3f}"
+        row = [markup_safe(tag["name"])]
+        if chinese:
+            row.append(markup_safe(tag.get("name_zh") or ""))
+        table.add_row(*row, score, tag["source"], markup_safe(tag.get("model") or ""))
+    return table
+
+
+def agreement_table(before: Any, after: Any, photos: int) -> None:
+    """Print how well the tags agree with the user's corrections on held-out photos, before and
+    after a calibration or a fine-tune (:class:`phototag.learn.corrections.Agreement`)."""
+    from rich.table import Table
+
+    table = Table("held-out", "precision", "recall", "F1", title=f"agreement with you on {photos} held-out photos")
+    for label, a in (("before", before), ("after", after)):
+        table.add_row(label, f"{a.precision:.3f}", f"{a.recall:.3f}", f"{a.f1:.3f}")
+    out.print(table)

@@ -7,8 +7,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from phototag.cli.calibrate import _agreement_table
-from phototag.cli.common import ListFormat, console, open_library, print_json
+from phototag.cli.common import ListFormat, agreement_table, console, open_library, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -46,7 +45,7 @@ def finetune(
     if fmt == ListFormat.json:
         print_json(result.as_dict())
         return
-    _agreement_table(result.before, result.after, result.held_out_photos)
+    agreement_table(result.before, result.after, result.held_out_photos)
     console.print(f"[green]new model version[/green] {result.name} ({result.path}, weights {result.weights_sha256[:12]}…) "
                   f"trained on {result.train_photos + result.held_out_photos} photos, {result.epochs} epochs on "
                   f"{result.device} in {result.seconds:.1f}s. Re-tag with: phototag retag --model {result.name}")
