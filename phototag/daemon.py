@@ -3,8 +3,8 @@
 * ``watch.lock`` — held (``flock``) for as long as a watcher runs: one watcher per home. It holds the
   watcher's pid. ``phototag status`` tests the lock rather than trusting the pid.
 * ``watch.json`` — the watcher's state (roots, paused roots, polling or inotify, counters), rewritten
-  atomically when it changes. ASCII JSON: a folder name that is not valid UTF-8 is kept with
-  ``\\udcXX`` escapes for its undecodable bytes (``json.loads`` then ``os.fsencode`` give them back).
+  atomically when it changes. A folder name that is not valid UTF-8 is kept with ``\\udcXX``
+  escapes for its undecodable bytes (``json.loads`` then ``os.fsencode`` give them back).
 * JSON logs: one object per line (``--log-format json``), for journald or a log shipper. Every
   line: Python warnings go through logging, and whatever a library writes to stdout/stderr itself
   (a C decoder's warning, exiv2, a traceback) is wrapped into a JSON record (logger ``stderr``).
@@ -20,10 +20,11 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from phototag import atomic
 
 LOCK_NAME = "watch.lock"
 STATE_NAME = "watch.json"
@@ -59,6 +60,7 @@ class WatchLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         os.fsync(fd)
         self._fd = fd
+        atomic.remove_stale_temp_files(self.path.parent)  # a watch.json being written when a watcher was killed
 
     def release(self) -> None:
         if self._fd is not None:
@@ -105,44 +107,12 @@ def running_watcher(home: Path) -> int | None:
         os.close(fd)
 
 
-# ---- files written here --------------------------------------------------------------------------
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to a temp file of its own beside ``path``, fsync it, rename it over
-    ``path`` and fsync the folder: a reader sees the old file or the new one, never a part. On any
-    failure the temp file is removed and ``path`` is untouched."""
-    data = text.encode("utf-8")  # fails (nothing written) before a temp file exists
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
 # ---- state file ---------------------------------------------------------------------------------
 def write_state(home: Path, state: dict) -> None:
-    """Replace ``watch.json`` with ``state`` (and the time). ASCII JSON, so any folder name fits,
-    also one that is not valid UTF-8."""
+    """Replace ``watch.json`` with ``state`` (and the time), atomically (:mod:`phototag.atomic`); a
+    folder name that is not valid UTF-8 is written with ``\\udcXX`` escapes."""
     state = {**state, "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    _write_atomic(Path(home) / STATE_NAME, json.dumps(state, ensure_ascii=True, indent=2, default=str))
+    atomic.write_json(Path(home) / STATE_NAME, state)
 
 
 def read_state(home: Path) -> dict | None:
@@ -327,6 +297,5 @@ def install_service(home: Path, roots: list[Path], extra_args: list[str] | None 
     text = service_unit(home, roots, extra_args)
     if unit_path.exists() and not force and unit_path.read_text(encoding="utf-8") != text:
         raise DaemonError(f"{unit_path} exists and differs; use --force to replace it")
-    unit_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(unit_path, text)
+    atomic.write_text(unit_path, text)
     return ServiceFiles(unit_path, text)

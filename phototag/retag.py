@@ -56,6 +56,7 @@ from typing import Any, Iterator, Sequence
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from phototag import atomic
 from phototag.config import Settings
 from phototag.db.engine import copy_database, open_database
 from phototag.db.models import (
@@ -204,21 +205,6 @@ def retag_dir(settings: Settings) -> Path:
     return settings.home / "retag"
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def load_session(settings: Settings) -> RetagSession | None:
     """The unfinished re-tag session of this home, if any."""
     path = retag_dir(settings) / SESSION_FILE
@@ -231,7 +217,7 @@ def load_session(settings: Settings) -> RetagSession | None:
 
 
 def _save_session(settings: Settings, rs: RetagSession) -> None:
-    _write_json_atomic(retag_dir(settings) / SESSION_FILE, rs.to_json())
+    atomic.write_json(retag_dir(settings) / SESSION_FILE, rs.to_json(), indent=None)
 
 
 def _end_session(settings: Settings) -> None:
@@ -405,7 +391,7 @@ def drain_retag(
         })
     report.changed, report.tags_added, report.tags_removed = diff_model_tags(rs.before, after, rs.paths)
     report.seconds = time.perf_counter() - started
-    _write_json_atomic(retag_dir(settings) / LAST_REPORT_FILE, report.as_dict())
+    atomic.write_json(retag_dir(settings) / LAST_REPORT_FILE, report.as_dict(), indent=None)
     _end_session(settings)
     return report
 

@@ -143,7 +143,8 @@ def test_dry_run_changes_nothing_and_predicts_the_real_run(scanned):
 
     from rich.console import Console
 
-    from phototag.cli import common, retag as retag_cli
+    from phototag.cli import common
+    from phototag.cli import retag as retag_cli
 
     captured = Console(record=True, width=200)
     old_out, old_console = common.out, common.console
@@ -274,3 +275,21 @@ def test_resume_without_a_session_and_conflicting_sessions_are_clear_errors(scan
         service.start_retag(lib, ["food"], "builtin")
     assert service.abandon_retag(lib) == 2
     assert service.load_session(lib.settings) is None
+
+
+def test_retag_of_a_photo_whose_name_is_not_utf8(library, tmp_path):
+    """The session file and the report hold any file name (undecodable bytes as \\udcXX escapes)."""
+    from watch.helpers import ColourTagger, write_photo
+
+    from phototag.pipeline import Pipeline
+
+    root = tmp_path / "Pictures"
+    odd = write_photo(Path(os.fsdecode(os.fsencode(root) + b"/\xe9t\xe9.jpg")), 1)
+    write_photo(root / "plain.jpg", 2)
+    assert Pipeline(library, ColourTagger(), decode_workers=1).scan([root]).new == 2
+    rs = service.start_retag(library, [], "colour")
+    assert service.load_session(library.settings).paths == rs.paths  # written and read back exactly
+    report = service.drain_retag(library, rs, ColourTagger())
+    assert report.retagged == 2 and service.load_session(library.settings) is None
+    last = json.loads((library.settings.home / "retag" / service.LAST_REPORT_FILE).read_text(encoding="utf-8"))
+    assert last["retagged"] == 2 and str(odd) in set(rs.paths.values())

@@ -454,3 +454,16 @@ def test_state_file_is_replaced_whole_or_not_at_all(tmp_path):
         write_state(tmp_path, loop)
     assert read_state(tmp_path)["model"] == "猫"
     assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_NAME]
+
+
+def test_a_starting_watcher_removes_the_state_file_a_killed_one_was_writing(tmp_path):
+    from phototag.daemon import STATE_NAME, WatchLock
+
+    gone = subprocess.Popen([PY, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f".{STATE_NAME}.{gone.pid}.1a2b3c4d.tmp"  # kill -9 in the middle of write_state
+    stale.write_text("{", encoding="utf-8")
+    live = tmp_path / f".{STATE_NAME}.{os.getpid()}.1a2b3c4d.tmp"  # another process is writing it now
+    live.write_text("{", encoding="utf-8")
+    with WatchLock(tmp_path):
+        assert not stale.exists() and live.exists()
