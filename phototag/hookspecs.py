@@ -26,7 +26,7 @@ import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from phototag.config import Settings
-    from phototag.export import Exporter
+    from phototag.export.contract import Exporter
     from phototag.library import Library
     from phototag.tagging.base import Tagger, TagScore
 

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, Iterable
 import pluggy
 
 from phototag import __version__, hookspecs
+from phototag.export.contract import Exporter
 
 if TYPE_CHECKING:  # pragma: no cover
     import importlib.metadata as metadata
 
     from phototag.config import Settings
-    from phototag.export import Exporter
     from phototag.library import Library
     from phototag.tagging.base import Tagger, TagScore
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "phototag"
 
 #: phototag's own hook implementations that are always active (like datasette's DEFAULT_PLUGINS).
-BUILTIN_PLUGINS: tuple[str, ...] = ("phototag.export",)
+BUILTIN_PLUGINS: tuple[str, ...] = ("phototag.export.auto",)
 
 
 class PluginError(Exception):
@@ -262,10 +262,8 @@ def _flatten(results: Iterable[Any]) -> list[Any]:
     return out
 
 
-def exporters(settings: "Settings | None" = None) -> "dict[str, Exporter]":
+def exporters(settings: "Settings | None" = None) -> dict[str, Exporter]:
     """name → exporter, from every active plugin. Duplicate names are an error."""
-    from phototag.export import Exporter
-
     settings = _settings(settings)
     pm = load_plugins(settings)
     found: dict[str, Exporter] = {}
@@ -279,7 +277,7 @@ def exporters(settings: "Settings | None" = None) -> "dict[str, Exporter]":
 
 
 def installed_exporters(settings: "Settings | None" = None,
-                        wanted: Iterable[str] | None = None) -> "tuple[dict[str, Exporter], dict[str, str]]":
+                        wanted: Iterable[str] | None = None) -> tuple[dict[str, Exporter], dict[str, str]]:
     """name → exporter from every *installed* plugin, enabled or not, and name → why an installed
     plugin could not provide exporters.
 
@@ -289,8 +287,6 @@ def installed_exporters(settings: "Settings | None" = None,
     own: its other hooks (``adjust_tags``, ``photos_tagged``) never run. With ``wanted``, plugins
     are imported only until every wanted name is found (the entry point of the same name first),
     so naming one exporter does not import every installed plugin."""
-    from phototag.export import Exporter
-
     settings = _settings(settings)
     found = exporters(settings)
     problems: dict[str, str] = {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List
 
 import typer
 from rich.table import Table
@@ -30,7 +30,7 @@ def export(
     what phototag wrote; your own keywords and other tools' data stay. Photos whose tags did not
     change since the last export are skipped. Exits 1 when a photo failed.
     """
-    from phototag.export import export_photos, resolve_exporters
+    from phototag.export.service import export_photos, resolve_exporters
 
     lib = open_library(ctx)
     exporters = resolve_exporters(list(to) if to else None, lib.settings)

@@ -39,10 +39,10 @@ from phototag.export import (
     ExportItem,
     ExportResult,
     Exporter,
-    level_name,
     names_with_separators,
 )
 from phototag.hookspecs import hookimpl
+from phototag.ingest.keywords import level_name
 
 from .database import DigikamDatabase, DigikamError, check_closed, database_path, running_digikam_processes
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from phototag.export import SEPARATOR_LOOKALIKES, level_name
+from phototag.ingest.keywords import SEPARATOR_LOOKALIKES, level_name
 
 log = logging.getLogger(__name__)
 # Exiv2 warns about every camera's quirky maker notes while phototag only reads keywords: keep

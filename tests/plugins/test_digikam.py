@@ -22,7 +22,8 @@ from phototag_plugin_helpers import (
     model_tag,
 )
 
-from phototag.export import ExportError, export_photos
+from phototag.export import ExportError
+from phototag.export.service import export_photos
 from phototag_plugins.digikam import running_digikam_processes
 
 SCANNED = "digikam4-7.9.0-scanned-sidecars.sql"

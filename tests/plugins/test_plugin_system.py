@@ -98,7 +98,7 @@ def test_installed_plugins_are_listed_but_inactive_until_enabled(site, tmp_path)
     assert rows["hello"].hooks == ["adjust_tags", "photos_tagged", "register_exporters"]
     assert rows["hello"].enabled is False
     assert rows["xmp"].enabled is False and rows["xmp"].hooks == ["register_exporters"]  # bundled, same way
-    assert rows["phototag.export"].enabled is True and rows["phototag.export"].kind == "builtin"
+    assert rows["phototag.export.auto"].enabled is True and rows["phototag.export.auto"].kind == "builtin"
     assert "needs libfoo" in rows["broken"].error
     assert "list" not in plugins.exporters(settings)
     assert plugins.adjust_tags("/p.jpg", [TagScore("blurry", 0.9)], "m") == [TagScore("blurry", 0.9)]
@@ -154,7 +154,8 @@ def test_naming_an_installed_exporter_runs_it_but_enables_nothing_else(site, mak
     of it runs after tagging (not even when [export] auto names it)."""
     from conftest import save_sample
 
-    from phototag.export import ExportError, export_photos
+    from phototag.export import ExportError
+    from phototag.export.service import export_photos
 
     lib = make_library({"export": {"auto": ["list"]}})  # nothing enabled
     photo_id = add_photo(lib, save_sample("chelsea", tmp_path / "cat.jpg", size=64))

@@ -27,7 +27,7 @@ from phototag_plugin_helpers import (
 )
 
 from phototag.db.models import ExportState
-from phototag.export import PENDING_PREFIX, export_photos
+from phototag.export.service import PENDING_PREFIX, export_photos
 from phototag_plugins.xmp import XmpExporter, read_keywords
 from phototag_plugins.xmp import sidecar as xmp_sidecar
 
@@ -389,7 +389,8 @@ def test_a_sidecar_written_before_separators_were_replaced_is_rewritten(make_lib
     "phototag/AC/DC", hash without the separator marker): the next export must rewrite it, while a
     photo without such names stays unchanged."""
     from phototag.db.models import Photo
-    from phototag.export import Exporter, load_items
+    from phototag.export import Exporter
+    from phototag.export.service import load_items
 
     lib = make_library(XMP_ON)
     band = save_sample("coffee", tmp_path / "photos" / "band.jpg", size=64)

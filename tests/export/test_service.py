@@ -21,14 +21,8 @@ from typer.testing import CliRunner
 from phototag import plugins
 from phototag.config import dump_toml, load_settings, use_settings
 from phototag.db.models import ExportState, Photo, PhotoStatus
-from phototag.export import (
-    PENDING_PREFIX,
-    STALE,
-    ExportError,
-    ExportResult,
-    Exporter,
-    export_photos,
-)
+from phototag.export import ExportError, Exporter, ExportResult
+from phototag.export.service import PENDING_PREFIX, STALE, export_photos
 from phototag.library import Library, PhotoFacts
 from phototag.tagging.base import Prediction, Tagger, TagScore
 
@@ -145,7 +139,7 @@ def test_batches_state_and_skipping(lib, photos):
 
 
 def test_item_carries_hierarchy_and_leaves_imported_tags_out(lib, photos):
-    from phototag.export import load_items
+    from phototag.export.service import load_items
 
     with lib.session() as session:
         item = load_items(session, [photos["chelsea"]])[0]

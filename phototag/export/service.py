@@ -1,4 +1,4 @@
-"""Writing tags where photo apps read them: the exporter contract and the export service.
+"""The export service: write the library's tags with exporters, remembering what was written.
 
 The library database is the source of truth; sidecars and other applications' databases are outputs.
 :func:`export_photos` reads each photo's tags, asks every chosen exporter for the hash of what it
@@ -8,29 +8,39 @@ their states are marked ``pending:<run>`` in a committed transaction, and the ne
 that mark only after the write: a process killed in between leaves "write again", never a state
 that claims a file is current when it is not. ``dry_run`` writes nothing, files or database.
 
-Exporters come from plugins (hook ``register_exporters``); phototag's own are ``xmp`` and
-``digikam`` in ``phototag_plugins``. This module is also a built-in plugin: its ``photos_tagged``
-implementation exports freshly tagged photos with the enabled exporters.
+This module is the only writer of ``export_state`` (and of ``photos.sidecar_stat`` after a write).
+Exporters come from plugins (:func:`phototag.plugins.exporters`); what they implement is
+:mod:`phototag.export.contract`.
 """
 
 from __future__ import annotations
 
-import abc
-import hashlib
-import json
 import logging
-import unicodedata
 import uuid
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from phototag import plugins
+from phototag.config import get_settings
 from phototag.db.models import ExportState, Photo, PhotoStatus, PhotoTag, Tag, TagSource, utcnow
-from phototag.hookspecs import hookimpl
+from phototag.export.contract import (
+    FAILED,
+    SKIPPED,
+    UNCHANGED,
+    WOULD_WRITE,
+    WRITTEN,
+    ExportError,
+    Exporter,
+    ExportItem,
+    ExportReport,
+    ExportResult,
+    ExportTag,
+    clean_tag_name,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from phototag.config import Settings
@@ -39,13 +49,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-#: what happened to one photo with one exporter
-WRITTEN = "written"
-WOULD_WRITE = "would-write"  # dry run
-UNCHANGED = "unchanged"  # same content hash as last time: nothing to do
-SKIPPED = "skipped"  # the exporter had nothing to do (detail says why)
-FAILED = "failed"
-
 #: ``export_state.content_hash`` of a photo whose file an export run is rewriting right now
 #: (followed by the run's id); replaced by the real hash once the write is recorded.
 PENDING_PREFIX = "pending:"
@@ -53,188 +56,6 @@ PENDING_PREFIX = "pending:"
 STALE = "stale"
 #: the end of a SKIPPED result's detail when a sidecar holds edits phototag has not read yet
 UNREAD_EDITS_HINT = "; `phototag scan` (or the watcher) reads them first, then exports"
-
-
-class ExportError(Exception):
-    """An export cannot run (unknown exporter, app database in use, …); the message says why."""
-
-
-@dataclass(frozen=True)
-class ExportTag:
-    """One tag of a photo as exporters see it: its hierarchical path from the top-level tag."""
-
-    path: tuple[str, ...]  #: English names, e.g. ("animal", "cat", "tabby cat")
-    path_zh: tuple[str, ...]  #: Chinese names, English where a tag has none
-    sources: tuple[str, ...]  #: TagSource values that gave the photo this tag
-
-    @property
-    def leaf(self) -> str:
-        return self.path[-1]
-
-
-@dataclass
-class ExportItem:
-    """Everything an exporter needs to know about one photo."""
-
-    photo_id: int
-    path: Path
-    sha256: str | None
-    tags: list[ExportTag]  #: model, manual and plugin tags (never ``imported`` ones)
-    imported: list[tuple[str, ...]] = field(default_factory=list)  #: the user's own keywords
-    #: what was changed on the way out (a tag name with control characters); shown with the result
-    notes: list[str] = field(default_factory=list)
-
-    def tag_paths(self, language: str = "en") -> list[tuple[str, ...]]:
-        return sorted({t.path_zh if language == "zh" else t.path for t in self.tags})
-
-
-@dataclass
-class ExportResult:
-    exporter: str
-    photo_id: int
-    path: str
-    action: str  # WRITTEN | WOULD_WRITE | UNCHANGED | SKIPPED | FAILED
-    target: str | None = None
-    detail: str = ""
-    content_hash: str | None = None
-    #: the photo's sidecars right after this write (:meth:`Exporter.sidecar_stat`), stored with the
-    #: photo so that phototag's own write is not read back as the user's edit
-    sidecar_stat: str | None = None
-
-
-@dataclass
-class ExportReport:
-    dry_run: bool
-    exporters: list[str]
-    results: list[ExportResult] = field(default_factory=list)
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for result in self.results:
-            out[result.action] = out.get(result.action, 0) + 1
-        return out
-
-    @property
-    def failed(self) -> list[ExportResult]:
-        return [r for r in self.results if r.action == FAILED]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "exporters": self.exporters,
-            "counts": self.counts(),
-            "results": [asdict(r) for r in self.results],
-        }
-
-
-class Exporter(abc.ABC):
-    """Base class of every exporter. Subclasses set ``name`` and implement :meth:`write`.
-
-    Lifecycle per export run: :meth:`open` once, :meth:`write` per photo, :meth:`close` once
-    (also after a failure). ``options`` is the plugin's settings table."""
-
-    name: str = ""
-    description: str = ""
-    #: True when :meth:`close` commits everything at once (an app database): the service then
-    #: records export state only after a successful close, so a crash never marks unwritten photos.
-    transactional: bool = False
-
-    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
-        self.options: dict[str, Any] = dict(options or {})
-
-    def target(self, item: ExportItem) -> str | None:
-        """Where :meth:`write` would write for this photo (sidecar path, database path)."""
-        return None
-
-    def content_hash(self, item: ExportItem) -> str:
-        """Hash of what would be written; equal hashes mean the photo is skipped."""
-        payload = {
-            "exporter": self.name,
-            "tags": [list(p) for p in sorted({t.path for t in item.tags})],
-            "tags_zh": [list(p) for p in sorted({t.path_zh for t in item.tags})],
-            "options": self.options,
-            "target": self.target(item),
-        }
-        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
-        return hashlib.sha256(blob.encode("utf-8", "surrogateescape")).hexdigest()
-
-    def is_current(self, item: ExportItem, state_target: str | None) -> bool:
-        """Whether what was written last time is still there (else it is written again)."""
-        return state_target is not None and Path(state_target).exists()
-
-    def sidecar_stat(self, item: ExportItem) -> str | None:
-        """For an exporter that writes the photo's sidecars (which phototag also reads: two-way sync,
-        docs/sync.md): their stat on disk, as :func:`phototag_plugins.xmp.sidecar_stat` gives it.
-        None (the default): this exporter writes no sidecar. A sidecar whose stat differs from the one
-        phototag stored when it last read or wrote it was changed by someone else since: it is written
-        only if :meth:`unread_edits` finds nothing a write would lose, and its stat is then not stored,
-        so that the next scan reads what the other app added."""
-        return None
-
-    def unread_edits(self, item: ExportItem) -> str | None:
-        """Why the photo's sidecar must be read by a scan before it is written (the user's edits in the
-        part phototag rewrites, which the write would lose), or None. Asked only of a sidecar that
-        changed since phototag last read or wrote it."""
-        return None
-
-    def open(self, dry_run: bool) -> None:
-        """Prepare for a run (check an app is closed, back up its database, …)."""
-
-    @abc.abstractmethod
-    def write(self, item: ExportItem, dry_run: bool) -> ExportResult:
-        """Write one photo's tags (or, with ``dry_run``, say what would be written)."""
-
-    def close(self, ok: bool) -> None:
-        """End the run; ``ok`` is False when it was interrupted by an error."""
-
-
-# ---- tag names as other apps can hold them -----------------------------------------------------
-
-#: what a tag name's own hierarchy separator becomes inside one level of a hierarchical keyword:
-#: digiKam's ``/`` (``Xmp.digiKam.TagsList``, its tag tree) and Lightroom's ``|``
-#: (``Xmp.lr.hierarchicalSubject``). A flat tag ``AC/DC`` must stay one level, and neither format
-#: has an escape, so the separator is replaced by a look-alike that is not one.
-SEPARATOR_LOOKALIKES = {"/": "\u2215", "|": "\u2223"}  # DIVISION SLASH, DIVIDES
-
-
-def level_name(name: str, separator: str) -> str:
-    """``name`` as one level of a keyword path whose levels are joined with ``separator``."""
-    return name.replace(separator, SEPARATOR_LOOKALIKES[separator])
-
-
-def names_with_separators(item: "ExportItem") -> bool:
-    """Whether a tag name of ``item`` contains a hierarchy separator (``AC/DC``). Exporters add a
-    marker to their content hash for such photos: sidecars written before separators were replaced
-    (where ``AC/DC`` became two levels) then count as changed and are rewritten."""
-    return any(sep in name for tag in item.tags for name in (*tag.path, *tag.path_zh)
-               for sep in SEPARATOR_LOOKALIKES)
-
-
-_CONTROL_WHITESPACE = "\t\n\r\v\f\x1c\x1d\x1e\x1f\x85"
-
-
-def clean_tag_name(name: str) -> str:
-    """``name`` without control characters, as exporters write it.
-
-    XMP (XML 1.0) cannot hold most control characters at all, and a tab or line break inside a
-    keyword breaks the apps that show it. Control characters that separate (tab, line breaks) become
-    one space, every other one (Unicode category Cc) is dropped, and runs of spaces are collapsed.
-    The result may be empty (the tag is then not exported)."""
-    if name.isprintable():
-        return name
-    out = []
-    for char in name:
-        if char in _CONTROL_WHITESPACE:
-            out.append(" ")
-        elif unicodedata.category(char) != "Cc":
-            out.append(char)
-    return _squash("".join(out))
-
-
-def _squash(text: str) -> str:
-    while "  " in text:
-        text = text.replace("  ", " ")
-    return text.strip()
 
 
 # ---- reading photos and their tags -------------------------------------------------------------
@@ -342,8 +163,6 @@ def resolve_exporters(names: Sequence[str] | None, settings: "Settings | None" =
 
     A name given explicitly may be any *installed* exporter, enabled or not: naming it is the
     user's consent (``[plugins] enabled`` decides only what runs by itself after tagging)."""
-    from phototag import plugins
-
     if names is None:
         available = plugins.exporters(settings)
         return [available[n] for n in sorted(available)]
@@ -385,8 +204,6 @@ def export_photos(
     make_session = _session_factory(db)
     report = ExportReport(dry_run=dry_run, exporters=[e.name for e in chosen])
     if settings is None:
-        from phototag.config import get_settings
-
         settings = get_settings()
     min_score = float(settings.get("export.min_score"))
     if not chosen:
@@ -556,57 +373,3 @@ def _store_states(make_session: Callable[[], Session], written: list[ExportResul
             else:
                 state.content_hash = STALE
             state.exported_at = utcnow()
-
-
-# ---- built-in plugin: export after tagging -----------------------------------------------------
-
-
-def auto_export_names(settings: "Settings") -> list[str] | None:
-    """Which exporters run after tagging: ``[export] auto`` is true (all enabled, the default),
-    false (none → empty list) or a list of exporter names."""
-    value = settings.get("export.auto", True)
-    if value is True:
-        return None
-    if not value:
-        return []
-    if isinstance(value, str):
-        return [value]
-    return [str(v) for v in value]
-
-
-_warned_not_enabled: set[str] = set()  # [export] auto names warned about once per process
-
-
-@hookimpl
-def photos_tagged(library: "Library", photo_ids: list[int]) -> None:
-    """Export freshly tagged photos with the enabled exporters (``[export] auto``): after each batch of
-    ``scan``/``watch``/``retag``, and after ``phototag tag add/remove``.
-
-    Problems are logged, never raised: tagging must go on when a sidecar cannot be written."""
-    settings = library.settings
-    names = auto_export_names(settings)
-    if names == [] or not photo_ids:
-        return
-    try:
-        from phototag import plugins
-
-        enabled = plugins.exporters(settings)  # only enabled plugins export on their own
-        if names is None:
-            names = sorted(enabled)
-        for name in names:
-            if name not in enabled and name not in _warned_not_enabled:
-                _warned_not_enabled.add(name)
-                log.warning("[export] auto names %r, but no enabled plugin provides it: add its plugin to "
-                            "[plugins] enabled", name)
-        chosen = [enabled[n] for n in names if n in enabled]
-        if not chosen:
-            return
-        report = export_photos(library, photo_ids, chosen, settings=settings)
-    except Exception as exc:
-        log.error("automatic export after tagging failed: %s", exc)
-        return
-    for result in report.failed:
-        log.warning("automatic %s export of %s failed: %s", result.exporter, result.path, result.detail)
-    for result in report.results:
-        if result.action == SKIPPED and result.detail.endswith(UNREAD_EDITS_HINT):
-            log.warning("automatic %s export of %s skipped: %s", result.exporter, result.path, result.detail)
