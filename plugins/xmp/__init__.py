@@ -1,5 +1,8 @@
 """phototag plugin ``xmp``: write tags to XMP sidecars (and, when asked, into the image file).
 
+Only the writing is here; reading sidecars back (the user's keywords, their edits under the root) is
+phototag's core, :mod:`phototag.ingest.keywords`, and works whether this plugin is enabled or not.
+
 Settings (``[plugins.xmp]`` in config.toml):
 
 ``root`` (``"phototag"``)
@@ -36,28 +39,16 @@ from phototag.export import (
     Exporter,
     names_with_separators,
 )
+from phototag.atomic import remove_stale_temp_files
 from phototag.hookspecs import hookimpl
+from phototag.ingest.keywords import DEFAULT_ROOT, SidecarError, read_fields_of, sidecar_edits, sidecar_stat
 
-from .sidecar import (
-    WRITABLE_IMAGE_SUFFIXES,
-    XmpError,
-    find_sidecars,
-    merge_keywords,
-    read_keywords,
-    read_fields_of,
-    read_photo_keywords,
-    sidecar_edits,
-    sidecar_stat,
-    remove_stale_temps,
-    sidecar_path,
-    update_keywords,
-)
+from .sidecar import WRITABLE_IMAGE_SUFFIXES, XmpError, merge_keywords, sidecar_path, update_keywords
 
-__all__ = ["XmpExporter", "XmpError", "read_keywords", "read_photo_keywords", "sidecar_stat", "find_sidecars",
-           "sidecar_path", "merge_keywords"]
+__all__ = ["XmpExporter", "XmpError", "sidecar_path", "merge_keywords", "update_keywords"]
 
 DEFAULTS: dict[str, Any] = {
-    "root": "phototag",
+    "root": DEFAULT_ROOT,
     "sidecar": True,
     "sidecar_style": "name.ext.xmp",
     "write_image": False,
@@ -103,7 +94,7 @@ class XmpExporter(Exporter):
             return None
         try:
             edits = sidecar_edits(read_fields_of(target), self.root)
-        except XmpError:
+        except SidecarError:
             return None  # not readable: the write reports that
         if not (edits.added or edits.removed):
             return None
@@ -148,7 +139,7 @@ class XmpExporter(Exporter):
             result.detail = "photo file not found"
             return result
         if not dry_run and photo.parent not in self._cleaned:  # once per folder and run
-            remove_stale_temps(photo.parent)
+            remove_stale_temp_files(photo.parent)
             self._cleaned.add(photo.parent)
         paths = self.paths(item)
         changed_any = False

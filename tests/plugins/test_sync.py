@@ -253,6 +253,6 @@ def test_the_watcher_reads_a_sidecar_another_app_changes_without_the_model(tmp_p
 
 
 def _stat(photo: Path) -> str:
-    from phototag_plugins.xmp.sidecar import sidecar_stat
+    from phototag.ingest.keywords import sidecar_stat
 
     return sidecar_stat(photo)

@@ -26,9 +26,12 @@ from phototag_plugin_helpers import (
     needs_exiftool,
 )
 
+from phototag.atomic import remove_stale_temp_files
 from phototag.db.models import ExportState
 from phototag.export.service import PENDING_PREFIX, export_photos
-from phototag_plugins.xmp import XmpExporter, read_keywords
+from phototag.ingest import keywords
+from phototag.ingest.keywords import read_keywords
+from phototag_plugins.xmp import XmpExporter
 from phototag_plugins.xmp import sidecar as xmp_sidecar
 
 XMP_ON = {"plugins": {"enabled": ["xmp"]}}
@@ -187,7 +190,7 @@ def test_sidecar_names(tmp_path):
     assert xmp_sidecar.sidecar_path(photo, "name.xmp") == ext_style  # an existing one wins
     stem_style.write_text("")
     assert xmp_sidecar.sidecar_path(photo) == stem_style  # both: photo.xmp, as digiKam
-    assert xmp_sidecar.find_sidecars(photo) == [stem_style, ext_style]
+    assert keywords.find_sidecars(photo) == [stem_style, ext_style]
 
 
 @needs_exiftool
@@ -232,7 +235,7 @@ def test_failure_before_the_rename_leaves_the_old_sidecar_intact(make_library, t
     def failing_replace(src, dst):
         raise OSError("disk full (injected)")
 
-    monkeypatch.setattr(xmp_sidecar.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)
     report = export_photos(lib, [photo_id], ["xmp"])
     assert [r.action for r in report.results] == ["failed"]
     assert "disk full" in report.results[0].detail
@@ -274,7 +277,7 @@ def test_killing_the_writer_never_leaves_a_truncated_sidecar(tmp_path):
         assert len(items) in (300, 150), f"attempt {attempt}: {len(items)} items"
         assert len({i.split("/")[2] for i in items}) == 1  # one whole set, never a mix
         assert _history_c14n(sidecar) == history
-    xmp_sidecar.remove_stale_temps(tmp_path)  # what a killed writer may have left
+    remove_stale_temp_files(tmp_path)  # what a killed writer may have left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg.xmp"]
 
 
@@ -282,8 +285,8 @@ def test_temp_files_of_dead_writers_are_cleaned_up_on_the_next_export(make_libra
     lib, photo, photo_id = _cat_library(make_library, tmp_path)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = photo.parent / f".cat.jpg.xmp.{dead.pid}.abc123.phototag-tmp"
-    live = photo.parent / f".cat.jpg.xmp.{os.getpid()}.def456.phototag-tmp"
+    stale = photo.parent / f".cat.jpg.xmp.{dead.pid}.abc12345.tmp"
+    live = photo.parent / f".cat.jpg.xmp.{os.getpid()}.def45678.tmp"
     stale.write_text("half a sidecar")
     live.write_text("being written right now")
     export_photos(lib, [photo_id], ["xmp"])
@@ -295,7 +298,7 @@ def test_an_empty_sidecar_is_filled(make_library, tmp_path):
     sidecar = photo.with_name("cat.jpg.xmp")
     sidecar.write_bytes(b"")
     assert export_photos(lib, [photo_id], ["xmp"]).counts() == {"written": 1}
-    assert "phototag/indoor" in xmp_sidecar.read_fields_of(sidecar).tags_list
+    assert "phototag/indoor" in keywords.read_fields_of(sidecar).tags_list
 
 
 def test_write_image_leaves_formats_exiv2_cannot_write_alone(make_library, tmp_path):
@@ -313,7 +316,7 @@ def test_write_image_leaves_formats_exiv2_cannot_write_alone(make_library, tmp_p
     assert report.results[0].action == "written"
     assert "cannot safely write .heic" in report.results[0].detail
     assert photo.read_bytes() == source.read_bytes()
-    assert xmp_sidecar.read_fields_of(photo.with_name("small.heic.xmp")).tags_list == [
+    assert keywords.read_fields_of(photo.with_name("small.heic.xmp")).tags_list == [
         "phototag/animal/cat/tabby cat"]
 
 

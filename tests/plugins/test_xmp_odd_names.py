@@ -27,9 +27,10 @@ from phototag_plugin_helpers import (
 
 from phototag.config import load_settings, use_settings
 from phototag.export.service import export_photos
+from phototag.ingest import keywords
+from phototag.ingest.keywords import read_keywords
 from phototag.library import Library
 from phototag.pipeline import Pipeline
-from phototag_plugins.xmp import read_keywords
 from phototag_plugins.xmp import sidecar as xmp_sidecar
 from watch.helpers import ColourTagger, write_photo
 
@@ -128,7 +129,7 @@ def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
 def test_keywords_are_read_from_the_photo_and_its_sidecar(tmp_path, name):
     photo = photo_with_keywords(fs(fs(tmp_path, folder_for(name)), name))
     assert read_keywords(photo) == sorted(SIDECAR_KEYWORDS + EMBEDDED_KEYWORDS)
-    assert xmp_sidecar.read_fields_of(sidecar_of(photo)).subject == ["holiday", "cat", "darktable|format|jpg"]
+    assert keywords.read_fields_of(sidecar_of(photo)).subject == ["holiday", "cat", "darktable|format|jpg"]
 
 
 @needs_exiftool
@@ -136,8 +137,8 @@ def test_an_unreadable_sidecar_of_an_odd_name_is_skipped_not_fatal(tmp_path):
     photo = photo_with_keywords(fs(tmp_path, b"latin1_\xe9t\xe9.jpg"))
     sidecar_of(photo).write_bytes(b"not an XMP packet")
     assert read_keywords(photo) == EMBEDDED_KEYWORDS
-    with pytest.raises(xmp_sidecar.XmpError, match="latin1_"):
-        xmp_sidecar.read_fields_of(sidecar_of(photo))
+    with pytest.raises(keywords.SidecarError, match="latin1_"):
+        keywords.read_fields_of(sidecar_of(photo))
 
 
 # ---- scan, then export through the CLI ----------------------------------------------------------
@@ -231,7 +232,7 @@ def test_an_updated_sidecar_keeps_its_mode_and_gets_a_new_time(tmp_path):
     st = sidecar.stat()
     assert stat.S_IMODE(st.st_mode) == 0o640
     assert st.st_mtime > 1_500_000_000
-    assert xmp_sidecar.read_fields_of(sidecar).tags_list == ["phototag/animal/cat"]
+    assert keywords.read_fields_of(sidecar).tags_list == ["phototag/animal/cat"]
 
 
 def test_a_new_sidecar_gets_the_mode_any_new_file_gets(tmp_path):
@@ -242,7 +243,7 @@ def test_a_new_sidecar_gets_the_mode_any_new_file_gets(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE(sidecar.stat().st_mode) == 0o644  # not mkstemp's private 0600
-    assert xmp_sidecar.read_fields_of(sidecar).tags_list == ["phototag/animal/cat"]
+    assert keywords.read_fields_of(sidecar).tags_list == ["phototag/animal/cat"]
 
 
 # ---- keyword bytes from before UTF-8 ------------------------------------------------------------
