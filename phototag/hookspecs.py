@@ -86,7 +86,8 @@ def photos_tagged(library: "Library", photo_ids: "list[int]") -> None:
     ``library`` is the open :class:`phototag.library.Library` (``library.db`` is the database,
     ``library.settings`` the settings), ``photo_ids`` the ids of the photos whose tags were stored
     in that batch. Called from the tagging thread of ``scan``, ``watch`` and ``retag`` (so slow work
-    here slows tagging down), and after ``phototag tag add/remove`` changed a photo's tags by hand. phototag's built-in implementation exports the photos with the enabled exporters
-    (``[export] auto = false`` turns that off). Callers use :func:`phototag.plugins.photos_tagged`,
+    here slows tagging down), and after ``phototag tag add/remove`` changed a photo's tags by hand.
+    phototag's built-in implementation (:mod:`phototag.export.auto`) exports the photos with the
+    enabled exporters (``[export] auto = false`` turns that off). Callers use :func:`phototag.plugins.photos_tagged`,
     which runs each implementation on its own and logs an exception instead of undoing the batch.
     """
