@@ -58,6 +58,7 @@ class Step:
     killed: bool = False
     at: float = 0.0  # seconds after the start when it was killed (or ended)
     outcome: str = ""
+    log: Path | None = None  # its process's stdout and stderr
 
 
 @dataclass
@@ -76,8 +77,8 @@ class Soak:
 
     # ---- processes --------------------------------------------------------------------------
     def start(self, step: Step, *args: str) -> subprocess.Popen:
-        log = self.logs / f"{step.n:03d}-{step.command}-{step.point}.log"
-        out = open(log, "wb")
+        step.log = self.logs / f"{step.n:03d}-{step.command}-{step.point}.log"
+        out = open(step.log, "wb")
         try:
             return subprocess.Popen([PY, "-m", "phototag", "--home", str(self.home), *args],
                                     stdout=out, stderr=subprocess.STDOUT)
@@ -91,7 +92,7 @@ class Soak:
         return ["watch", "--log-format", "json", "--stable-seconds", STABLE, "--batch-size", BATCH, str(self.root)]
 
     def log_text(self, step: Step) -> str:
-        return (self.logs / f"{step.n:03d}-{step.command}-{step.point}.log").read_text(errors="replace")
+        return step.log.read_text(errors="replace")
 
     def kill(self, step: Step, proc: subprocess.Popen, started: float) -> None:
         if proc.poll() is None:
