@@ -96,9 +96,7 @@ WATCHED_EVENTS = [
 ]
 
 ROOT_CHECK_SECONDS = 2.0
-DELETE_DELAY_SECONDS = 1.0  # a delete waits this long: an unmount or `rm -rf root` must not mark missing
 IDLE_CLAIM_SECONDS = 30.0  # the consumer re-reads the queue at least this often when idle
-RETAG_CHECK_SECONDS = 60.0  # default of retag.check_seconds: config re-read + background re-tag check
 FATAL_AFTER = 5  # housekeeping passes failing in a row, catch-up tries, batches not stored: then stop
 PROBE_TIMEOUT_SECONDS = 120.0  # a suspect photo whose decoding hangs this long counts as a failure
 

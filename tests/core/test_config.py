@@ -74,13 +74,13 @@ def test_each_setting_is_declared_once():
 
 def _keys_used_in_code() -> set[str]:
     """Every settings key the code reads: settings.get("…"), .section("…") and a string argument
-    that is a key of one of the settings tables (watch.py's setting(value, "watch.x", default))."""
+    that is a key of one of the settings tables (watch.py's setting(value, "watch.x"))."""
     tables = "|".join(sorted({k.split(".")[0] for k in TABLES}))
     patterns = [
         re.compile(r"""settings\.get\(\s*["']([\w.]+)["']"""),
         re.compile(r"""\.section\(\s*["']([\w.]+)["']"""),
-        # a key passed on to a helper: setting(stable_seconds, "watch.stable_seconds", 3.0)
-        re.compile(rf"""["']((?:{tables})\.[a-z_]+(?:\.[a-z_]+)?)["']\s*,"""),
+        # a key passed on to a helper: setting(stable_seconds, "watch.stable_seconds")
+        re.compile(rf"""["']((?:{tables})\.[a-z_]+(?:\.[a-z_]+)?)["']\s*[,)]"""),
     ]
     found: set[str] = set()
     for folder in ("phototag", "plugins"):
