@@ -143,6 +143,8 @@ def root(
         level=logging.WARNING - 10 * min(verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # a schema upgrade's step-by-step INFO lines are for -vv (debugging), not for -v
+    logging.getLogger("alembic").setLevel(logging.WARNING if verbose < 2 else logging.NOTSET)
     obj = ctx.ensure_object(dict)
     try:
         settings = load_settings(home)
