@@ -1,0 +1,82 @@
+"""What flows through the pipeline: a :class:`Job` (one file that needs work), what decoding it gave
+(:class:`Decoded`), and the run's :class:`Report`."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from phototag.ingest.keywords import PhotoKeywords
+from phototag.library import PhotoFacts
+
+
+class PersistError(Exception):
+    """A batch could not be stored (the database failed, not the photos): nothing is to blame on them."""
+
+
+@dataclass
+class Job:
+    """One file that needs the model."""
+
+    path: Path
+    root: Path | None
+    reason: str = "new"  # new | changed | retag | sidecar (its sidecar changed: keywords only, no model)
+    size: int | None = None
+    mtime: float | None = None
+    sha256: str | None = None
+    #: set for jobs claimed from the work queue: the row's ``enqueued_at`` at claim time. The batch
+    #: deletes the row only if it was not enqueued again meanwhile (the file changed in flight).
+    queued_at: datetime.datetime | None = None
+    #: a tagged photo with the same content, model, weights and settings: its results are copied
+    copy_of: int | None = None
+
+
+@dataclass
+class Report:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    failed: int = 0
+    missing: int = 0
+    retagged: int = 0
+    tagged: int = 0
+    busy: int = 0  # files another running phototag process was tagging (left to it)
+    copied: int = 0  # new/changed photos given the tags of a byte-identical photo (no model work)
+    synced: int = 0  # unchanged photos whose sidecar changed: keywords read again (no model work)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    model_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "new": self.new, "updated": self.updated, "unchanged": self.unchanged, "moved": self.moved,
+            "failed": self.failed, "missing": self.missing, "retagged": self.retagged, "tagged": self.tagged,
+            "busy": self.busy, "copied": self.copied, "synced": self.synced,
+            "seconds": round(self.seconds, 3), "model_seconds": round(self.model_seconds, 3),
+            "errors": [{"path": p, "error": e} for p, e in self.errors],
+        }
+
+
+@dataclass
+class Decoded:
+    """A job after decoding: the photo's facts, the model's input, its keywords — or why it failed."""
+
+    job: Job
+    facts: PhotoFacts | None = None
+    prepared: Any = None
+    keywords: PhotoKeywords = field(default_factory=PhotoKeywords)  # the user's keywords and sidecar edits
+    error: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """model | copy | sidecar: what storing it takes."""
+        if self.job.reason == "sidecar":
+            return "sidecar"
+        return "copy" if self.job.copy_of is not None else "model"
+
+
+ProgressFn = Callable[[str, int], None]  # (event, n): "total", "advance"
+CommitFn = Callable[[list[int]], None]  # photo ids committed with new tags
