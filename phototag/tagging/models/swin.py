@@ -82,6 +82,10 @@ class RamSwin(SwinTransformer):
             weight_init="skip",  # every weight comes from a checkpoint; skip timm's second init pass
         )
         self.config = config
+        if not hasattr(WindowAttention, "init_non_persistent_buffers"):  # reset_buffers needs it
+            import timm
+
+            raise RuntimeError(f"timm {timm.__version__} is too old for phototag's Swin encoder (tested: 1.0.31)")
         for module in self.modules():
             if isinstance(module, WindowAttention):
                 # timm marks its SDPA path "experimental" for Swin and defaults to q·kᵀ + softmax;
