@@ -38,6 +38,8 @@ from typing import Any, Iterable, Mapping
 
 import platformdirs
 
+from phototag.errors import PhototagError
+
 CONFIG_NAME = "config.toml"
 
 #: PHOTOTAG_* environment variables that are not settings (everything else must be one).
@@ -53,7 +55,7 @@ NON_SETTING_ENV = frozenset({
 _PLUGIN_GROUP = "phototag"
 
 
-class ConfigError(Exception):
+class ConfigError(PhototagError):
     """A settings problem the user can fix: shown as one line, exit 2."""
 
 

@@ -33,10 +33,11 @@ from phototag.db.models import (
     TagSource,
     utcnow,
 )
+from phototag.errors import PhototagError
 from phototag.tagging.base import Prediction, Tagger
 
 
-class LibraryError(Exception):
+class LibraryError(PhototagError):
     """A user-facing problem with the library (unknown photo, bad argument, …)."""
 
 

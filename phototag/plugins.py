@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import pluggy
 
 from phototag import __version__, hookspecs
+from phototag.errors import PhototagError
 from phototag.export.contract import Exporter
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,7 +38,7 @@ ENTRY_POINT_GROUP = "phototag"
 BUILTIN_PLUGINS: tuple[str, ...] = ("phototag.export.auto",)
 
 
-class PluginError(Exception):
+class PluginError(PhototagError):
     """A plugin could not be loaded or did something wrong; the message says which and why."""
 
 

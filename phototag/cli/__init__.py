@@ -16,7 +16,15 @@ import typer.core
 import typer.main
 
 from phototag import __version__
-from phototag.config import DEFAULTS, ConfigError, Settings, load_settings, resolve_home, use_settings
+from phototag.config import (
+    DEFAULTS,
+    ConfigError,
+    Settings,
+    load_settings,
+    resolve_home,
+    use_settings,
+)
+from phototag.errors import PhototagError
 
 app = typer.Typer(
     name="phototag",
@@ -192,6 +200,9 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except PhototagError as exc:
+        show_user_error(exc)
+        sys.exit(exc.exit_code)
     except Exception as exc:
         if isinstance(exc, _user_errors()):
             show_user_error(exc)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from phototag.errors import PhototagError
 from phototag.ingest.keywords import SEPARATOR_LOOKALIKES
 
 #: what happened to one photo with one exporter
@@ -29,7 +30,7 @@ SKIPPED = "skipped"  # the exporter had nothing to do (detail says why)
 FAILED = "failed"
 
 
-class ExportError(Exception):
+class ExportError(PhototagError):
     """An export cannot run (unknown exporter, app database in use, …); the message says why."""
 
 

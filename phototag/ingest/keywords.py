@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
+from phototag.errors import PhototagError
 
 if TYPE_CHECKING:  # pragma: no cover
     from phototag.config import Settings
@@ -74,7 +75,7 @@ DEFAULT_ROOT = "phototag"
 SEPARATOR_LOOKALIKES = {"/": "\u2215", "|": "\u2223"}  # DIVISION SLASH, DIVIDES
 
 
-class SidecarError(Exception):
+class SidecarError(PhototagError):
     """A sidecar or image could not be read (or written); the message names the file."""
 
 

@@ -29,13 +29,14 @@ from typing import Iterable, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from phototag.db.engine import copy_database
+from phototag.errors import PhototagError
 
 DB_NAME = "digikam4.db"
 IMAGE_VISIBLE = 1
 PROCESS_NAMES = ("digikam", "showfoto")
 
 
-class DigikamError(Exception):
+class DigikamError(PhototagError):
     """The digiKam database cannot be used right now; the message says why and what to do."""
 
 
