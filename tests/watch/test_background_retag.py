@@ -16,7 +16,7 @@ from phototag.db.models import ModelRun, Photo, WorkItem
 from phototag.hookspecs import hookimpl
 from phototag.learn.versions import load_model
 from phototag.pipeline import Pipeline
-from phototag.retag import CLI_PRIORITY, enqueue_retag
+from phototag.retag import enqueue_retag
 from phototag.tagging.base import Prediction, TagScore
 
 from watch.helpers import ColourTagger, model_work, queue_length, tag_names, wait_for, watching, write_photo
@@ -135,8 +135,8 @@ def test_bad_retag_setting_is_logged_once_and_watching_goes_on(library, root, mo
 def test_rows_of_a_retag_model_session_are_left_alone(library, root, models):
     paths = photos_in(root, 3)
     scan(library, root, load_model(library.settings))
-    with library.session() as s:  # what `phototag retag --model shade` queued before it was interrupted
-        assert enqueue_retag(s, [str(p) for p in paths], "shade", CLI_PRIORITY) == 3
+    # what `phototag retag --model shade` queued before it was interrupted
+    assert enqueue_retag(library, [str(p) for p in paths], "shade") == 3
     with watching(library, load_model(library.settings), [root]):
         write_photo(root / "new.jpg", 9)
         wait_for(lambda: "new.jpg" in "".join(run_models(library)), 15, what="new photo tagged")
