@@ -54,7 +54,7 @@ class PhotoFacts:
     height: int | None = None
     format: str | None = None
     exif: Mapping[str, object] = field(default_factory=dict)
-    #: the photo's sidecars on disk when their keywords were read (``phototag_plugins.xmp.sidecar_stat``)
+    #: the photo's sidecars on disk when their keywords were read (:func:`phototag.ingest.keywords.sidecar_stat`)
     sidecar_stat: str | None = None
 
 

@@ -47,7 +47,6 @@ from phototag.ingest.keywords import (
     level_name,
     load_exiv2,
     read_fields,
-    read_keywords,  # noqa: F401 - tests/core/test_odd_files.py imports it from here (to be moved)
     sidecar_candidates,
 )
 

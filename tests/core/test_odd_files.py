@@ -16,7 +16,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -103,29 +102,9 @@ def test_paths_stored_by_an_earlier_phototag_read_back_unchanged(make_library, t
 # ---- scanning odd names ------------------------------------------------------------------------
 
 
-def _keywords_read_from_any_name() -> bool:
-    """Whether the XMP/IPTC keyword reader (plugins/xmp/sidecar.py, read by the pipeline for every
-    photo) opens a file whose name is not UTF-8. Until it does, such a photo is a recorded error."""
-    from phototag_plugins.xmp.sidecar import read_keywords
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = fs(Path(folder), b"\xe9.jpg")
-        write_photo(path, 0)
-        try:
-            read_keywords(path)
-        except Exception:
-            return False
-    return True
-
-
-NEEDS_KEYWORDS_FIX = pytest.mark.xfail(
-    not _keywords_read_from_any_name(), strict=True,
-    reason="plugins/xmp/sidecar.py read_keywords passes the name to exiv2 as UTF-8 (TypeError on other bytes)",
-)
-
 ODD_NAMES = [
-    pytest.param(b"latin1_\xe9t\xe9.jpg", id="latin1", marks=NEEDS_KEYWORDS_FIX),
-    pytest.param(b"cp1252_\x93quoted\x94.jpg", id="cp1252", marks=NEEDS_KEYWORDS_FIX),
+    pytest.param(b"latin1_\xe9t\xe9.jpg", id="latin1"),
+    pytest.param(b"cp1252_\x93quoted\x94.jpg", id="cp1252"),
     pytest.param(b"new\nline.jpg", id="newline"),
     pytest.param(b"-rf leading dash.jpg", id="leading-dash"),
     pytest.param("emoji_🐱🏖️.jpg".encode(), id="emoji"),
@@ -179,7 +158,6 @@ def test_odd_name_is_tagged_unchanged_on_rescan_found_moved_and_marked_missing(m
         assert lib.photo_by_path(s, root / "plain.jpg").status == "ok"
 
 
-@NEEDS_KEYWORDS_FIX
 def test_a_root_folder_whose_name_is_not_utf8_is_scanned_and_its_vanished_photos_marked(make_library, tmp_path):
     lib = make_library()
     tagger = ColourTagger()
@@ -223,7 +201,6 @@ def run_cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedP
     return proc
 
 
-@NEEDS_KEYWORDS_FIX
 def test_cli_search_show_status_show_odd_names_escaped_and_print0_gives_the_bytes(make_library, tmp_path):
     lib = make_library()
     root = tmp_path / "Pictures"
@@ -278,7 +255,6 @@ def test_cli_lists_a_non_utf8_error_without_crashing(tmp_path):
 # ---- watch ---------------------------------------------------------------------------------------
 
 
-@NEEDS_KEYWORDS_FIX
 def test_watch_tags_non_utf8_names_at_start_and_live_and_follows_their_moves(make_library, tmp_path):
     lib = make_library()
     tagger = ColourTagger()
