@@ -17,13 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import phototag_migrations
 from phototag import atomic
+from phototag.errors import PhototagError
 
 if TYPE_CHECKING:  # alembic is imported only when a schema is read, checked or upgraded through it
     from alembic.config import Config as AlembicConfig
     from alembic.script import ScriptDirectory
 
 
-class DatabaseError(Exception):
+class DatabaseError(PhototagError):
     """The library database cannot be opened or upgraded."""
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from phototag.errors import PhototagError
+
 try:
     import pillow_heif
 
@@ -34,7 +36,7 @@ RAW_EXTENSIONS = {".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"
 DEFAULT_MAX_PIXELS = 300_000_000
 
 
-class DecodeError(Exception):
+class DecodeError(PhototagError):
     """The file is not a photo we can read; the message says why in plain words."""
 
 

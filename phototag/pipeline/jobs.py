@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from phototag.errors import PhototagError
 from phototag.ingest.keywords import PhotoKeywords
 from phototag.library import PhotoFacts
 
 
-class PersistError(Exception):
+class PersistError(PhototagError):
     """A batch could not be stored (the database failed, not the photos): nothing is to blame on them."""
 
 

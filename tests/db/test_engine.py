@@ -176,3 +176,18 @@ def test_a_backup_is_written_beside_the_database_under_a_temp_name_first(tmp_pat
     copy = sqlite3.connect(tmp_path / "copy.bak")
     assert copy.execute("SELECT name FROM tags").fetchall() == [("cat",)]
     copy.close()
+
+
+def test_a_library_file_that_is_not_a_database_is_one_line_and_exit_2(tmp_path):
+    """DatabaseError is a PhototagError: the CLI prints its message, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "phototag.db").write_bytes(b"not a database, just bytes" * 100)
+    done = subprocess.run([sys.executable, "-m", "phototag", "tags"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PHOTOTAG_HOME": str(home)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: cannot open library database") and "Traceback" not in done.stderr
