@@ -8,7 +8,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from phototag.cli.common import ListFormat, console, markup_safe, open_library, out, print_json
+from phototag.cli.common import (
+    ListFormat,
+    after_commit_hook,
+    console,
+    markup_safe,
+    open_library,
+    out,
+    print_json,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -53,17 +61,11 @@ def retag(
                 bar.advance(task, n)
 
         report = service.retag(lib, query or [], model, dry_run=dry_run, resume=resume, progress=progress,
-                               batch_size=batch_size or None, on_commit=_after_commit_hook(lib))
+                               batch_size=batch_size or None, on_commit=after_commit_hook(lib))
     if fmt == ListFormat.json:
         print_json(report.as_dict())
         return
     render(report)
-
-
-def _after_commit_hook(lib):
-    from phototag.cli.scan import _after_commit_hook as hook
-
-    return hook(lib)
 
 
 def render(report) -> None:

@@ -7,9 +7,16 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from phototag.cli.common import ListFormat, console, markup_safe, open_library, print_json
+from phototag.cli.common import (
+    ListFormat,
+    after_commit_hook,
+    console,
+    markup_safe,
+    open_library,
+    print_json,
+    progress_bar,
+)
 from phototag.pipeline import Pipeline
 from phototag.tagging.registry import get_tagger
 
@@ -46,21 +53,9 @@ def scan(
         raise typer.Exit(2)
     lib = open_library(ctx)
     tagger = get_tagger(lib.settings, model)
-    plugins_on_commit = _after_commit_hook(lib)
-    with Progress(
-        TextColumn("[bold]scanning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, disable=quiet or fmt == ListFormat.json, transient=False,
-    ) as bar:
-        task = bar.add_task("scan", total=None)
-
-        def progress(event: str, n: int) -> None:
-            if event == "total":
-                bar.update(task, total=n)
-            else:
-                bar.advance(task, n)
-
+    with progress_bar("scanning", disable=quiet or fmt == ListFormat.json) as progress:
         pipeline = Pipeline(lib, tagger, decode_workers=workers or None, batch_size=batch_size or None,
-                            progress=progress, on_commit=plugins_on_commit)
+                            progress=progress, on_commit=after_commit_hook(lib))
         report = pipeline.scan(paths)
     if fmt == ListFormat.json:
         print_json(report.as_dict())
@@ -69,7 +64,8 @@ def scan(
         return
     console.print(
         f"[green]{report.new} new[/green], {report.updated} updated, {report.unchanged} unchanged, "
-        f"{report.moved} moved, [red]{report.failed} failed[/red], {report.missing} missing "
+        f"{report.moved} moved, {report.copied} copied, {report.synced} synced, "
+        f"[red]{report.failed} failed[/red], {report.missing} missing "
         f"— {report.seconds:.1f}s ({tagger.name})"
     )
     if report.busy:
@@ -81,13 +77,3 @@ def scan(
     if gone:
         raise typer.Exit(2)
 
-
-def _after_commit_hook(lib):
-    """After each committed batch, tell the plugins (e.g. automatic XMP export)."""
-    from phototag.plugins import photos_tagged
-
-    def on_commit(photo_ids: list[int]) -> None:
-        for error in photos_tagged(lib, photo_ids):
-            console.print(f"[yellow]plugin:[/yellow] {error}")
-
-    return on_commit

@@ -12,8 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from phototag.cli.common import fail, open_library
-from phototag.cli.scan import _after_commit_hook
+from phototag.cli.common import after_commit_hook, fail, open_library
 from phototag.daemon import DaemonError, WatchLock, configure_logging, write_state
 from phototag.ingest.watch import Watcher, WatchError, WatchFatal
 from phototag.tagging.base import TaggerError
@@ -100,7 +99,7 @@ def _watch(ctx, roots, model, polling, stable_seconds, batch_size, workers, log_
 
         watcher = Watcher(
             lib, tagger, roots, polling=polling, stable_seconds=stable_seconds, batch_size=batch_size or None,
-            decode_workers=workers or None, stop_event=stop, on_commit=_after_commit_hook(lib),
+            decode_workers=workers or None, stop_event=stop, on_commit=after_commit_hook(lib),
             on_state=lambda state: write_state(settings.home, state),
             follow_default_model=model is None,  # --model pins the model; else a new default is followed
         )

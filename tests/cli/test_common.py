@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from rich.console import Console
 
-from conftest import REPO
 from phototag.cli import common
 
 
@@ -88,7 +88,7 @@ def test_after_commit_hook_tells_the_plugins_and_shows_their_errors(screens, lib
 
 #: private cross-imports still waiting for their owners to switch to common/render (issue 12);
 #: remove an entry once its module imports the shared helper
-PENDING = {("scan", "retag", "_after_commit_hook"), ("scan", "watch", "_after_commit_hook")}
+PENDING: set[tuple[str, str, str]] = set()
 
 
 def test_commands_do_not_import_each_others_private_helpers():
