@@ -5,9 +5,18 @@ from __future__ import annotations
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
-from phototag.cli.common import ListFormat, console, fail, open_library, out, print_json
+from phototag.cli.common import (
+    ListFormat,
+    console,
+    fail,
+    markup_safe,
+    open_library,
+    out,
+    print_json,
+    tag_table,
+    tell_plugins,
+)
 
 tag_app = typer.Typer(help="Add, remove or list a photo's tags by hand.", no_args_is_help=True)
 
@@ -90,12 +99,8 @@ def _after_commit(lib, result: list[dict], key: str) -> None:
     """The photos whose tags changed go through the after-commit hooks scan and watch call (with
     ``[export] auto``, their sidecars are written now, not at the next export)."""
     changed = [r["id"] for r in result if r[key]]
-    if not changed:
-        return
-    from phototag.plugins import photos_tagged
-
-    for error in photos_tagged(lib, changed):
-        console.print(f"[yellow]plugin:[/yellow] {error}")
+    if changed:
+        tell_plugins(lib, changed)
 
 
 def _report(result: list[dict], key: str, fmt: ListFormat) -> None:
@@ -104,7 +109,7 @@ def _report(result: list[dict], key: str, fmt: ListFormat) -> None:
         return
     changed = [r for r in result if r[key]]
     for r in changed[:50]:
-        out.print(f"{r['path']}: {key} {', '.join(r[key])}")
+        out.print(f"{markup_safe(r['path'])}: {key} {markup_safe(', '.join(r[key]))}")
     console.print(f"{key} tags on {len(changed)} of {len(result)} photos")
 
 
@@ -130,9 +135,6 @@ def list_(
     if fmt == ListFormat.json:
         print_json({"path": path, "tags": tags, "removed": removed})
         return
-    table = Table("tag", "score", "source", "model", title=path)
-    for t in tags:
-        table.add_row(t["name"], "" if t["score"] is None else f"{t['score']:.3f}", t["source"], t["model"] or "")
-    out.print(table)
+    out.print(tag_table(tags, title=path, chinese=False))
     if removed:
-        out.print(f"removed by you: {', '.join(removed)}")
+        out.print(f"removed by you: {markup_safe(', '.join(removed))}")
