@@ -37,7 +37,7 @@ def _connection(session: Any) -> Any:
 
 def default_model_id(conn: Any) -> str:
     """The model with the most stored embeddings (what ``similar`` uses unless told otherwise)."""
-    from phototag.search.index import model_ids_with_embeddings
+    from phototag.search.embeddings import model_ids_with_embeddings
 
     models = model_ids_with_embeddings(_connection(conn))
     if not models:

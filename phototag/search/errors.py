@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-try:  # the lead's common base class, once it exists
-    from phototag.errors import PhototagError as _Base  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on the checkout state
-    _Base = Exception
+from phototag.errors import PhototagError
 
 
-class SearchError(_Base):
+class SearchError(PhototagError):
     """A search could not be run (no embeddings, unknown photo, model missing, …)."""
 
 

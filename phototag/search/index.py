@@ -15,171 +15,42 @@ vectors (= cosine similarity):
   photo's entry is tombstoned (its id in the id map is set to -1 and searches skip negative
   ids); the graph is rebuilt from its own stored vectors once tombstones pass a quarter of it.
 
-Files are written to a temporary name and renamed; the manifest is written last and names the
-index file's size, so a torn write is detected and repaired by a rebuild.
+The index file and its manifest (:mod:`phototag.search.manifest`) are each written through
+:func:`phototag.atomic.replacing`; the manifest is written last and names the index file's size, so
+a torn write is detected and repaired by a rebuild. Reading the table: :mod:`phototag.search.embeddings`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
-import json
 import logging
-import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import faiss
 import numpy as np
 from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from phototag.atomic import replacing, write_bytes
+from phototag.search.embeddings import (
+    Database,
+    TableState,
+    embed_file,
+    read_embeddings,
+    table_state,
+    vector_from_blob,
+)
 from phototag.search.errors import SearchError
+from phototag.search.manifest import MANIFEST_VERSION, Manifest, index_dir, index_stem
 
 log = logging.getLogger(__name__)
 
 FLAT = "flat"
 HNSW = "hnsw"
-MANIFEST_VERSION = 1
 #: searches only return entries whose id is in [0, _MAX_ID): tombstones are -1
 _MAX_ID = 2**62
-
-_STATE_SQL = text(
-    "SELECT count(*), max(id), max(created_at) FROM embeddings WHERE model_id = :model_id"
-)
-
-
-def index_dir(home: Path | str) -> Path:
-    return Path(home) / "index"
-
-
-def index_stem(model_id: str) -> str:
-    """A file name for ``model_id``: readable, and unique even when sanitising merges names."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("._") or "model"
-    digest = hashlib.sha1(model_id.encode("utf-8")).hexdigest()[:8]
-    return f"{safe[:80]}-{digest}"
-
-
-@dataclass(frozen=True)
-class TableState:
-    """The watermark of one model's rows in ``embeddings``."""
-
-    count: int
-    max_id: int
-    max_created_at: str
-
-    @classmethod
-    def empty(cls) -> "TableState":
-        return cls(0, 0, "")
-
-
-@dataclass
-class Manifest:
-    model_id: str
-    dim: int
-    kind: str
-    count: int  # live vectors in the index
-    table: TableState
-    index_file: str
-    index_bytes: int
-    built_at: str
-    version: int = MANIFEST_VERSION
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        return json.dumps(data, indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, raw: str) -> "Manifest":
-        data = json.loads(raw)
-        data["table"] = TableState(**data["table"])
-        return cls(**data)
-
-
-# ---- database access ---------------------------------------------------------------------------
-
-
-class _Database:
-    """Reads embeddings through whatever the caller has: an Engine, a session factory or a library."""
-
-    def __init__(self, source: Any):
-        self._source = source
-
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[Connection]:
-        src = self._source
-        if isinstance(src, Engine):
-            with src.connect() as conn:
-                yield conn
-            return
-        engine = getattr(src, "engine", None)
-        if isinstance(engine, Engine):
-            with engine.connect() as conn:
-                yield conn
-            return
-        if callable(src):  # sessionmaker / session factory
-            with src() as session:
-                yield session.connection()
-            return
-        raise TypeError(f"cannot read embeddings from {src!r}: pass an Engine or a session factory")
-
-
-def table_state(conn: Connection, model_id: str) -> TableState:
-    count, max_id, max_created = conn.execute(_STATE_SQL, {"model_id": model_id}).one()
-    return TableState(int(count or 0), int(max_id or 0), str(max_created or ""))
-
-
-def _vector_from_blob(blob: bytes, dim: int, photo_id: int) -> np.ndarray:
-    vec = np.frombuffer(blob, dtype="<f4")
-    if vec.shape[0] != dim:
-        raise SearchError(
-            f"embedding of photo {photo_id} has {vec.shape[0]} values, expected {dim}"
-        )
-    return vec
-
-
-def read_embeddings(
-    conn: Connection, model_id: str, where: str = "", params: dict | None = None, batch: int = 50_000
-) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """(photo_ids int64, vectors float32 [n, dim], dim) of one model's rows matching ``where``."""
-    sql = "SELECT photo_id, dim, vector FROM embeddings WHERE model_id = :model_id"
-    if where:
-        sql += f" AND ({where})"
-    result = conn.execute(text(sql), {"model_id": model_id, **(params or {})})
-    ids: list[np.ndarray] = []
-    chunks: list[np.ndarray] = []
-    dim: int | None = None
-    while True:
-        rows = result.fetchmany(batch)
-        if not rows:
-            break
-        photo_ids, dims, blobs = zip(*rows)
-        if dim is None:
-            dim = int(dims[0])
-        if any(d != dim for d in dims) or any(len(b) != 4 * dim for b in blobs):
-            bad = next(i for i, (d, b) in enumerate(zip(dims, blobs)) if d != dim or len(b) != 4 * dim)
-            raise SearchError(
-                f"model {model_id!r}: the embedding of photo {photo_ids[bad]} has "
-                f"{len(blobs[bad]) // 4} values, others have {dim}; re-run the model on the library"
-            )
-        ids.append(np.array(photo_ids, dtype=np.int64))
-        # one copy for the whole batch instead of one small array per row
-        chunks.append(np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(rows), dim))
-    if not ids:
-        return np.empty(0, np.int64), np.empty((0, dim or 0), np.float32), dim
-    return np.concatenate(ids), np.concatenate(chunks).astype(np.float32, copy=False), dim
-
-
-def model_ids_with_embeddings(conn: Connection) -> list[tuple[str, int]]:
-    """(model_id, number of embeddings), most embeddings first."""
-    rows = conn.execute(
-        text("SELECT model_id, count(*) AS n FROM embeddings GROUP BY model_id ORDER BY n DESC")
-    ).all()
-    return [(str(m), int(n)) for m, n in rows]
-
 
 # ---- the index ---------------------------------------------------------------------------------
 
@@ -190,13 +61,6 @@ def _normalised(vectors: np.ndarray) -> np.ndarray:
         out = out[None, :]
     faiss.normalize_L2(out)
     return out
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` (e.g. ``faiss.write_index``) on a temp file beside ``path``, then put it
-    in place with :func:`phototag.atomic.replacing` (fsync, rename, fsync of the folder)."""
-    with replacing(path) as tmp:
-        write(str(tmp))
 
 
 class EmbeddingIndex:
@@ -221,7 +85,7 @@ class EmbeddingIndex:
         self.ef_construction = ef_construction
         self.ef_search = ef_search
         self.rebuild_fraction = rebuild_fraction
-        self._db = _Database(db)
+        self._db = Database(db)
         stem = index_stem(model_id)
         self.index_path = index_dir(self.home) / f"{stem}.faiss"
         self.manifest_path = index_dir(self.home) / f"{stem}.json"
@@ -282,8 +146,8 @@ class EmbeddingIndex:
                     path.unlink()
             self._dirty = False
             return
-        index = self._index
-        atomic_write(self.index_path, lambda tmp: faiss.write_index(index, tmp))
+        with replacing(self.index_path) as tmp:
+            faiss.write_index(self._index, str(tmp))
         manifest = Manifest(
             model_id=self.model_id,
             dim=self.dim,
@@ -502,7 +366,7 @@ class EmbeddingIndex:
             ).first()
         if row is None:
             return None
-        return _vector_from_blob(row[1], int(row[0]), photo_id)
+        return vector_from_blob(row[1], int(row[0]), photo_id)
 
     def similar_to_photo(self, session: Any, photo_id: int, k: int = 10) -> list[tuple[int, float]]:
         """Photos most like library photo ``photo_id`` (itself excluded)."""
@@ -511,7 +375,7 @@ class EmbeddingIndex:
                 text("SELECT dim, vector FROM embeddings WHERE model_id = :m AND photo_id = :p"),
                 {"m": self.model_id, "p": int(photo_id)},
             ).first()
-            vector = None if row is None else _vector_from_blob(row[1], int(row[0]), photo_id)
+            vector = None if row is None else vector_from_blob(row[1], int(row[0]), photo_id)
         else:
             vector = self.vector_of(photo_id)
         if vector is None:
@@ -530,21 +394,3 @@ class EmbeddingIndex:
             )
         vector = embed_file(path, tagger)
         return self.search(vector, k)
-
-
-def embed_file(path: Path | str, tagger: Any, max_pixels: int | None = None) -> np.ndarray:
-    """Decode an image file as a scan does (EXIF orientation applied, HEIC/RAW, ``scan.max_pixels`` as
-    the size limit) and return the tagger's embedding of it."""
-    from phototag.config import get_settings
-    from phototag.ingest.decode import DecodeError, decode_photo
-
-    if max_pixels is None:
-        max_pixels = int(get_settings().get("scan.max_pixels"))
-    try:
-        image = decode_photo(path, max_pixels=max_pixels).image
-    except (OSError, DecodeError) as exc:
-        raise SearchError(f"cannot read image {path}: {exc}") from exc
-    prediction = tagger.predict([tagger.prepare(image)])[0]
-    if prediction.embedding is None:
-        raise SearchError(f"model {getattr(tagger, 'name', tagger)!r} gives no embeddings")
-    return np.asarray(prediction.embedding, dtype=np.float32)

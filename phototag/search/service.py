@@ -11,7 +11,9 @@ from sqlalchemy import text as sql
 
 from phototag.db.models import decode_path
 from phototag.search.errors import SearchError
-from phototag.search.index import EmbeddingIndex, Manifest, model_ids_with_embeddings, table_state
+from phototag.search.embeddings import model_ids_with_embeddings, table_state
+from phototag.search.index import EmbeddingIndex
+from phototag.search.manifest import Manifest
 
 Progress = Callable[[str], None]
 

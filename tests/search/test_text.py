@@ -11,7 +11,8 @@ from sqlalchemy import insert
 from phototag.db.models import Caption, Photo, PhotoTag, Tag
 from phototag.search import text_resolver
 from phototag.search.errors import TextModelUnavailable
-from phototag.search.text import TextEncoder, TextSearcher, chinese_tag_matches
+from phototag.search.encoder import TextEncoder
+from phototag.search.text import TextSearcher, chinese_tag_matches
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
@@ -190,7 +191,7 @@ def test_numpy_minilm_equals_sentence_transformers(encoder):
 
 
 def test_vocabulary_vectors_are_cached_by_model_and_texts(tmp_path):
-    from phototag.search.text import VocabularyCache
+    from phototag.search.text_cache import VocabularyCache
 
     enc = CountingEncoder()
     folder = tmp_path / "cache"
@@ -216,7 +217,7 @@ def test_vocabulary_vectors_are_cached_by_model_and_texts(tmp_path):
 
 
 def test_a_broken_vocabulary_file_is_rebuilt(tmp_path):
-    from phototag.search.text import VocabularyCache
+    from phototag.search.text_cache import VocabularyCache
 
     enc = CountingEncoder()
     cache = VocabularyCache(tmp_path, enc)
