@@ -8,8 +8,8 @@ range, for margin) — and keep it only if it beats what the model does today on
 Agreement (precision/recall over every vocabulary tag of every reviewed photo) is reported before
 and after on a **held-out** split of reviewed photos (stable, by content hash) that the thresholds
 never saw. With ``--apply`` the thresholds are fitted again on every reviewed photo and written to
-``<home>/models/<name>/thresholds.user.json``; :func:`phototag.learn.versions.load_model` applies
-them, so the next ``phototag retag`` uses them.
+``<home>/models/<name>/thresholds.user.json`` (this module is its only writer); the registry
+(:func:`phototag.tagging.registry.get_tagger`) applies them, so the next ``phototag retag`` uses them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from phototag import atomic
+from phototag.config import Settings
 from phototag.learn.corrections import (
     Agreement,
     LearnError,
@@ -28,15 +30,10 @@ from phototag.learn.corrections import (
     model_outputs,
     split_held_out,
 )
-from phototag.learn.versions import (
-    apply_thresholds,
-    load_base_tagger,
-    read_user_thresholds,
-    vocabulary_index,
-    write_user_thresholds,
-)
 from phototag.library import Library
 from phototag.tagging.base import Prediction, TagScore
+from phototag.tagging.registry import get_tagger
+from phototag.tagging.versions import apply_thresholds, read_user_thresholds, thresholds_path, vocabulary_index
 
 
 @dataclass
@@ -70,6 +67,14 @@ class CalibrationResult:
             "applied": str(self.applied) if self.applied else None,
             "applied_thresholds": self.applied_thresholds,
         }
+
+
+def write_user_thresholds(settings: Settings, name: str, thresholds: Mapping[str, float], info: Mapping[str, Any]) -> Path:
+    """Write ``thresholds.user.json`` of model ``name`` (``info``: how they were fitted); its path."""
+    path = thresholds_path(settings, name)
+    atomic.write_json(path, {"model": name, "thresholds": {k: round(float(v), 6) for k, v in sorted(thresholds.items())},
+                             **dict(info)}, indent=2, sort_keys=True)
+    return path
 
 
 def _model_tags(scores: np.ndarray, tags: Sequence[str], vocabulary: Sequence[str], thresholds: Mapping[str, float]) -> set[str]:
@@ -146,7 +151,7 @@ def calibrate(
     and report held-out agreement before/after; with ``apply`` write them for the next re-tag."""
     settings = library.settings
     name = model or (tagger.name if tagger is not None else settings.default_model)
-    tagger = tagger or load_base_tagger(settings, name)
+    tagger = tagger or get_tagger(settings, name, user_thresholds=False)
     vocabulary = list(tagger.vocabulary())
     if not vocabulary:
         raise LearnError(f"model {name} has no vocabulary to calibrate")

@@ -90,6 +90,46 @@ class Tagger(abc.ABC):
         """Free the model (it is loaded again on the next predict)."""
 
 
+class ForwardingTagger(Tagger):
+    """A tagger built on another one (``inner``): everything it does not override is the inner tagger's.
+
+    Subclasses change one thing (the thresholds, the head, …) and override only that; the identity
+    attributes are copied once, at construction, and ``name`` may be given a new value.
+    """
+
+    def __init__(self, inner: Tagger, name: str | None = None):
+        self.inner = inner
+        self.name = name or inner.name
+        self.model_id = inner.model_id
+        self.embedding_dim = inner.embedding_dim
+        self.batch_size = inner.batch_size
+
+    @property
+    def weights_sha256(self) -> str:  # type: ignore[override]
+        return self.inner.weights_sha256
+
+    def settings(self) -> dict[str, Any]:
+        return self.inner.settings()
+
+    def tag_parents(self) -> Mapping[str, str]:
+        return self.inner.tag_parents()
+
+    def tag_names_zh(self) -> Mapping[str, str]:
+        return self.inner.tag_names_zh()
+
+    def vocabulary(self) -> Sequence[str]:
+        return self.inner.vocabulary()
+
+    def prepare(self, image: Image.Image) -> Any:
+        return self.inner.prepare(image)
+
+    def predict(self, batch: list[Any]) -> list[Prediction]:
+        return self.inner.predict(batch)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 @dataclass
 class TaggerInfo:
     """A row of ``phototag models list``."""

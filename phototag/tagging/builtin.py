@@ -351,7 +351,7 @@ class BuiltinTagger(Tagger):
     def _load(self) -> Any:
         with self._lock:
             if self._model is None:
-                self._model = load_model(self.weights_path)
+                self._model = load_efficientnet(self.weights_path)
             return self._model
 
     def close(self) -> None:
@@ -430,8 +430,9 @@ class BuiltinTagger(Tagger):
         return faces.sizes[0] >= self.portrait_min_face
 
 
-def load_model(path: Path) -> Any:
-    """EfficientNet-Lite0 with the weights in ``path``, loaded safely and strictly, in eval mode."""
+def load_efficientnet(path: Path) -> Any:
+    """The built-in model's network: EfficientNet-Lite0 with the weights in ``path``, loaded safely and
+    strictly, in eval mode."""
     import torch
 
     from phototag.tagging.models.efficientnet import CheckpointMismatch, create_model, load_checkpoint
@@ -452,3 +453,7 @@ def load_model(path: Path) -> Any:
         raise TaggerError(f"{path} does not fit EfficientNet-Lite0: {e}") from e
     # channels-last makes the depthwise convolutions about 25 % cheaper on CPU (same results to 1e-5)
     return model.eval().to(memory_format=torch.channels_last)
+
+
+#: the old name, still imported by tests/tagging/test_builtin.py (to go once that imports load_efficientnet)
+load_model = load_efficientnet

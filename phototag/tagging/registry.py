@@ -1,4 +1,12 @@
-"""Which tagger a name means: ``builtin``, an installed model pack, or a plugin's tagger."""
+"""The one resolver of model names: which tagger a name means.
+
+A name is ``builtin``, a fine-tuned version in the home (``phototag finetune``), an installed model
+pack or a plugin's tagger, in that order; the user's per-tag thresholds (``phototag calibrate
+--apply``) are applied on top. Every command gets its tagger from :func:`get_tagger`.
+
+The modules are imported when a tagger is asked for, not with the registry: ``phototag --help``
+imports the commands, and they must not pull in numpy or torch.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +17,8 @@ BUILTIN = "builtin"
 
 
 def _pack_names(settings: Settings) -> list[str]:
-    try:
-        from phototag.tagging.packs import list_packs
-    except ImportError:  # pragma: no cover - packs module always ships
-        return []
+    from phototag.tagging.packs import list_packs
+
     return [p.name for p in list_packs(settings.models_dir)]
 
 
@@ -22,18 +28,30 @@ def _plugin_taggers(settings: Settings) -> dict[str, Tagger]:
     return {t.name: t for t in taggers(settings)}
 
 
-def get_tagger(settings: Settings, name: str | None = None) -> Tagger:
-    """The tagger called ``name`` (default: the configured default model), as the user tuned it:
-    a fine-tuned version (``phototag finetune``) is loaded as such, and thresholds learned by
-    ``phototag calibrate --apply`` are applied."""
-    from phototag.learn.versions import load_model
+def get_tagger(settings: Settings, name: str | None = None, *, user_thresholds: bool = True) -> Tagger:
+    """The tagger called ``name`` (default: the configured default model), as the user tuned it: a
+    fine-tuned version is loaded as such, and the thresholds learned by ``phototag calibrate --apply``
+    are applied — unless ``user_thresholds`` is False (calibration fits them on the bare model)."""
+    from phototag.tagging.versions import ThresholdedTagger, read_user_thresholds
 
-    return load_model(settings, name)
-
-
-def get_base_tagger(settings: Settings, name: str | None = None) -> Tagger:
-    """The built-in model, a model pack or a plugin's tagger, without user thresholds."""
     name = name or settings.default_model
+    tagger = _version_or_model(settings, name)
+    thresholds = read_user_thresholds(settings, name) if user_thresholds else {}
+    return ThresholdedTagger(tagger, thresholds) if thresholds else tagger
+
+
+def _version_or_model(settings: Settings, name: str) -> Tagger:
+    from phototag.tagging.versions import load_finetuned_tagger, read_version
+
+    version = read_version(settings, name) if name != BUILTIN else None
+    if version is None:
+        return _model(settings, name)
+    pack = _model(settings, version["base_pack"]) if version.get("base") == "pack" else None
+    return load_finetuned_tagger(settings, name, version, pack)
+
+
+def _model(settings: Settings, name: str) -> Tagger:
+    """The built-in model, a model pack or a plugin's tagger (no version, no user thresholds)."""
     if name == BUILTIN:
         from phototag.tagging.builtin import BuiltinTagger
 
@@ -57,19 +75,16 @@ def get_base_tagger(settings: Settings, name: str | None = None) -> Tagger:
 
 
 def list_taggers(settings: Settings) -> list[TaggerInfo]:
+    from phototag.tagging.packs import list_packs
+    from phototag.tagging.versions import list_versions
+
     default = settings.default_model
     infos = [TaggerInfo(BUILTIN, "builtin/efficientnet-lite0", "builtin",
                         "EfficientNet-Lite0 (ImageNet) + face detection; ships with phototag",
                         is_default=default == BUILTIN)]
-    try:
-        from phototag.tagging.packs import list_packs
-    except ImportError:  # pragma: no cover
-        return infos
     for pack in list_packs(settings.models_dir):
         infos.append(TaggerInfo(pack.name, getattr(pack, "model_id", pack.name), "pack",
                                 getattr(pack, "description", ""), is_default=default == pack.name))
-    from phototag.learn.versions import list_versions
-
     for version in list_versions(settings):
         name = version.get("name", "")
         infos.append(TaggerInfo(name, version.get("model_id", name), "finetuned",

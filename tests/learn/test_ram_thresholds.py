@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from phototag.learn.versions import ThresholdedTagger
+from phototag.tagging.versions import FinetunedRamTagger, ThresholdedTagger
 
 from tagging.ram_cases import GOLDEN_SEED, RAM_DATA, tiny_arch, tiny_official_state
 
@@ -92,7 +92,6 @@ def test_finetune_ram_plus_head_learns_the_users_tag(scanned, tiny_ram_plus, tmp
 
     from phototag.ingest.decode import decode_photo
     from phototag.learn.finetune import finetune
-    from phototag.learn.ram_head import finetuned_ram_tagger
     from phototag.tagging.ram_tagger import RamTagger
 
     lib, photos = scanned
@@ -116,7 +115,7 @@ def test_finetune_ram_plus_head_learns_the_users_tag(scanned, tiny_ram_plus, tmp
 
     fresh = RamTagger("tiny", "ram_plus", tiny_ram_plus.weights_path, tiny_ram_plus.vocab,
                       tiny_ram_plus.weights_sha256, arch=tiny_ram_plus.arch)
-    tuned = finetuned_ram_tagger(fresh, result.name, result.path / "head.safetensors", version)
+    tuned = FinetunedRamTagger(fresh, result.name, result.path / "head.safetensors", version)
     i = vocab.index(tag)
     before = np.array([p.scores[i] for p in plain])
     predictions = tuned.predict(batch)

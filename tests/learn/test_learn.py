@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from phototag import retag as service
 from phototag.cli import app
-from phototag.db.models import ModelRun, Photo
+from phototag.db.models import ModelRun
 from phototag.learn import calibrate as cal
 from phototag.learn.corrections import Agreement, LearnError
 from phototag.learn.finetune import finetune
-from phototag.learn.versions import ThresholdedTagger, load_model, read_user_thresholds
+from phototag.retag import service
 from phototag.tagging.builtin import BuiltinTagger
+from phototag.tagging.registry import get_tagger
+from phototag.tagging.versions import ThresholdedTagger, read_user_thresholds
 
 
 def correct(lib, photos, name, remove=(), add=()):
@@ -68,7 +69,7 @@ def test_calibrate_apply_then_retag_generalises_to_uncorrected_photos(scanned):
     assert thresholds == pytest.approx(data["applied_thresholds"], abs=1e-3)
     assert thresholds["palace"] > 0.5  # above china.jpg's palace score
     assert thresholds["dish"] < 0.25  # below the built-in class bar
-    assert isinstance(load_model(lib.settings), ThresholdedTagger)
+    assert isinstance(get_tagger(lib.settings), ThresholdedTagger)
 
     tagger = ThresholdedTagger(BuiltinTagger(faces=False), thresholds)  # the scan's model + the user's thresholds
     report = service.retag(lib, [], None, tagger=tagger)
@@ -96,7 +97,7 @@ def test_finetune_registers_a_new_version_that_retag_uses(scanned):
     cached = list((lib.settings.home / "cache" / "learn").glob("features-builtin-*.npz"))
     assert len(cached) == 1
 
-    v2 = load_model(lib.settings, "builtin-ft1")
+    v2 = get_tagger(lib.settings, "builtin-ft1")
     assert v2.name == "builtin-ft1" and v2.weights_sha256 == result.weights_sha256
     assert v2.settings()["faces"] is False  # keeps the settings of the model it was tuned from
     report = service.retag(lib, [], "builtin-ft1")
