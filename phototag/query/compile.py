@@ -33,30 +33,23 @@ from phototag.db.engine import on_new_connection
 from phototag.db.models import Caption, FsPath, ModelRun, Photo, PhotoTag, Tag, encode_path
 from phototag.query.errors import QueryError
 from phototag.query.fields import sort_columns
+from phototag.query.matchers import Contains, Exact, Fold, Matcher, Prefix, Regex, compiled_regex, fold
 from phototag.query.nodes import (
     All,
     And,
     CaptionTerm,
     ColumnTerm,
-    Contains,
     DateTerm,
-    Exact,
-    Fold,
-    Matcher,
     ModelTerm,
     Node,
     Not,
     NumberTerm,
     Or,
-    Prefix,
     RankedTerm,
-    Regex,
     SourceTerm,
     StatusTerm,
     TagTerm,
     UntaggedTerm,
-    compiled_regex,
-    fold,
 )
 
 FOLD_FUNCTION = "phototag_fold"

@@ -20,19 +20,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from phototag.query.errors import QueryError
+from phototag.query.matchers import Contains, Exact, Fold, Matcher, Prefix, Regex
 from phototag.query.nodes import (
     CaptionTerm,
     ColumnTerm,
-    Contains,
     DateTerm,
-    Exact,
-    Fold,
-    Matcher,
     ModelTerm,
     Node,
     NumberTerm,
-    Prefix,
-    Regex,
     SimilarTerm,
     SourceTerm,
     StatusTerm,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from phototag.query.errors import QueryError
-from phototag.query import fields as _fields
+from phototag.query.fields import FieldValue, get_field, is_sort_name
 from phototag.query.nodes import (
     And,
     Node,
@@ -160,7 +160,7 @@ def parse(source: str | Sequence[str], *, now: dt.datetime | None = None) -> Que
         if len(word) > 1 and word.endswith(",") and not word.endswith("\\,"):
             word, ends_group = word[:-1], True
         m = _SORT_RE.match(word)
-        if m and _fields.is_sort_name(m["name"]):
+        if m and is_sort_name(m["name"]):
             sort.append(SortKey(m["name"].lower(), m["dir"] == "-"))
         else:
             groups[-1].append(parse_term(word, local_now))
@@ -234,18 +234,18 @@ def _positive_term(word: str, now: dt.datetime, whole: str | None = None, offset
         return TextTerm(text=text)
     m = _FIELD_RE.match(word)
     if m:
-        spec = _fields.get_field(m["field"])
+        spec = get_field(m["field"])
         at = offset + m.start("rest")
         rest = _unquote(m["rest"], whole, at)
         if rest != m["rest"]:
             at += 1
         value, mode = _split_mode(rest)
         value = _unquote(value, whole, at + len(rest) - len(value))
-        return spec.factory(_fields.FieldValue(spec.name, value, mode, now))
+        return spec.factory(FieldValue(spec.name, value, mode, now))
     # a bare word is a tag; "\:" "\^" "\~" "\," escape the characters the grammar uses
     text = re.sub(r"\\([:^~,])", r"\1", _unquote(word, whole, offset))
     value, mode = _split_mode(text) if text.startswith(("=", ":")) else (text, "default")
-    return _fields.get_field("tag").factory(_fields.FieldValue("tag", value, mode, now))
+    return get_field("tag").factory(FieldValue("tag", value, mode, now))
 
 
 def _unquote(text: str, word: str | None = None, at: int = 0) -> str:

@@ -78,7 +78,8 @@ def unknown_tag_names(session: Session, query: str | Sequence[str] | Query) -> l
     """The names that the query's plain tag terms (``dog``, ``tag:猫``, ``=Dog``) give and that no
     tag of the library has, in English or Chinese; a term with a regex, ``/`` or a score counts
     too when its name is unknown. For telling the user why nothing matched."""
-    from phototag.query.nodes import Exact, Fold, TagTerm
+    from phototag.query.matchers import Exact, Fold
+    from phototag.query.nodes import TagTerm
     from phototag.query.tags import tag_catalog
 
     q = parse_query(query)

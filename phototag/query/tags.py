@@ -28,7 +28,8 @@ from typing import Any, Iterable
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from phototag.query.nodes import And, Exact, Fold, Matcher, Node, Not, Or, StatusTerm, TagTerm, fold, transform
+from phototag.query.matchers import Exact, Fold, Matcher, fold
+from phototag.query.nodes import And, Node, Not, Or, StatusTerm, TagTerm, transform
 
 #: rows counted per tag when estimating how rare it is: first at most COUNT_FIRST; only when every
 #: tag term of an AND group has that many, again up to COUNT_MORE, to tell popular from very

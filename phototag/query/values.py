@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from phototag.query.errors import QueryError
-from phototag.query.nodes import NumberRange
+from phototag.query.matchers import NumberRange
 
 _NUMBER = r"\d+(?:\.\d+)?|\.\d+"
 _RANGE_RE = re.compile(rf"^(?P<low>{_NUMBER})?(?P<dots>\.\.)?(?P<high>{_NUMBER})?$")
