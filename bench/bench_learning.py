@@ -16,6 +16,11 @@ Agreement with the user (precision / recall / F1 over all tags of every reviewed
 a held-out 30 % of the photos that neither calibration nor fine-tuning saw, before and after. The
 numbers are printed; this is a benchmark, not a timed test.
 
+``--sweep 1,0.1,0`` also trains the head with each of these distillation weights and prints, besides
+the held-out agreement, what the head changed on the photos the user did **not** correct (the rules
+found nothing to fix, so the model's tags are what the user wants there): the distillation term is
+meant to keep those, which held-out agreement on corrected photos cannot see.
+
     .venv/bin/python bench/bench_learning.py --photos 160 --workdir /tmp/ptlearn
 
 Re-running with the same ``--workdir`` reuses the photos and the scanned library (``--rebuild`` to start over).
@@ -119,6 +124,41 @@ def simulate_user(lib, tagger, r1: float, r2: float) -> dict[str, int]:
     return counts
 
 
+def distillation_sweep(lib, tagger, weights: list[float], epochs: int, lr: float) -> None:
+    """Train the head once per distillation weight (the steps of ``finetune``, without writing a version)."""
+    from sqlalchemy import select
+
+    from phototag.db.models import Photo, PhotoStatus
+    from phototag.learn.corrections import Reviewed, load_reviewed, split_held_out
+    from phototag.learn.finetune import _device, agreement, cached_features, trainable_head
+
+    head = trainable_head(tagger)
+    device = _device(lib.settings.get("device"))
+    with lib.session() as s:
+        reviewed = load_reviewed(s)
+        rows = s.execute(select(Photo.id, Photo.path, Photo.sha256).where(Photo.status == PhotoStatus.ok.value)).all()
+    seen = {it.photo_id for it in reviewed}
+    uncorrected = [Reviewed(pid, path, sha) for pid, path, sha in rows if pid not in seen and sha]
+    feats = cached_features(lib.settings, head, reviewed + uncorrected, device)
+    reviewed = [it for it in reviewed if it.sha256 in feats]
+    uncorrected = [it for it in uncorrected if it.sha256 in feats]
+    initial = head.initial(device)
+    for it, given in zip(uncorrected, head.given(initial, np.stack([feats[it.sha256] for it in uncorrected]), device)):
+        it.yes = given  # the user let the model's tags stand
+    train, held = split_held_out(reviewed, 0.3)
+    print(f"\ndistillation sweep: trained on {len(train)} corrected photos; held-out: {len(held)} corrected photos; "
+          f"uncorrected: {len(uncorrected)} photos whose model tags the user kept")
+    print(f"  {'weight':>7}  {'held-out P':>10} {'R':>6} {'F1':>6}   {'uncorrected: tags changed':>26} {'kept':>6}")
+    for weight in weights:
+        t0 = time.perf_counter()
+        params, _ = head.train(train, feats, epochs, device, lr, weight)
+        a = agreement(head, params, held, feats, device)
+        u = agreement(head, params, uncorrected, feats, device)
+        changed = u.false_positive + u.false_negative
+        print(f"  {weight:>7g}  {a.precision:>10.3f} {a.recall:>6.3f} {a.f1:>6.3f}   "
+              f"{changed:>12} ({changed / max(1, u.photos):.2f}/photo) {u.recall:>6.3f}   ({time.perf_counter() - t0:.0f}s)")
+
+
 def row(label: str, a) -> str:
     return f"  {label:<28} precision {a.precision:.3f}   recall {a.recall:.3f}   F1 {a.f1:.3f}   (photos {a.photos})"
 
@@ -132,12 +172,16 @@ def main() -> None:
     parser.add_argument("--r2", type=float, default=0.1)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--distill", type=float, default=1.0, help="weight of the distillation term")
+    parser.add_argument("--distill", type=float, default=None,
+                        help="weight of the distillation term (default: phototag's, learn.head.DISTILL_WEIGHT)")
+    parser.add_argument("--sweep", type=lambda v: [float(x) for x in v.split(",")], default=None,
+                        help="comma-separated distillation weights to compare (see above)")
     args = parser.parse_args()
 
     from phototag.config import load_settings, use_settings
     from phototag.learn.calibrate import calibrate
     from phototag.learn.finetune import finetune
+    from phototag.learn.head import DISTILL_WEIGHT
     from phototag.library import Library
     from phototag.pipeline import Pipeline
     from phototag.tagging.builtin import BuiltinTagger
@@ -170,12 +214,16 @@ def main() -> None:
     print(row("after calibrate", cal.after))
 
     t0 = time.perf_counter()
-    ft = finetune(lib, tagger=tagger, epochs=args.epochs, lr=args.lr, distill=args.distill, write=False)
-    print(f"\nfinetune ({time.perf_counter() - t0:.1f}s on {ft.device}, {ft.epochs} epochs, loss "
+    distill = DISTILL_WEIGHT if args.distill is None else args.distill
+    ft = finetune(lib, tagger=tagger, epochs=args.epochs, lr=args.lr, distill=distill, write=False)
+    print(f"\nfinetune ({time.perf_counter() - t0:.1f}s on {ft.device}, {ft.epochs} epochs, distillation weight "
+          f"{distill}, loss "
           f"{ft.losses[0]:.3f} → {ft.losses[-1]:.3f}): agreement on {ft.held_out_photos} held-out photos, "
           "tags with classes (faces excluded):")
     print(row("before (model as shipped)", ft.before))
     print(row("after finetune", ft.after))
+    if args.sweep:
+        distillation_sweep(lib, tagger, args.sweep, args.epochs, args.lr)
     lib.close()
 
 
