@@ -41,7 +41,7 @@ def retag(
     so an interrupted re-tag (crash, Ctrl-C, kill) continues with `phototag retag --resume` or by
     running the same command again. Prints which tags were added and removed, per tag and per photo.
     """
-    from phototag import retag as service
+    from phototag.retag import service
 
     lib = open_library(ctx)
     if abandon:

@@ -10,7 +10,7 @@ import typer
 
 from phototag.cli.common import console, fail, out
 from phototag.config import get_settings
-from phototag.daemon import UNIT_NAME, DaemonError, install_service, systemd_user_dir
+from phototag.watch.service import UNIT_NAME, ServiceError, install_service, systemd_user_dir
 
 service_app = typer.Typer(help="Run `phototag watch` in the background as a systemd user service.",
                           no_args_is_help=True)
@@ -39,7 +39,7 @@ def install(
     extra = (["--polling"] if polling else []) + (["--model", model] if model else [])
     try:
         files = install_service(settings.home, roots, extra, force=force)
-    except DaemonError as exc:
+    except ServiceError as exc:
         fail(str(exc))
     out.print(f"wrote {files.unit_path}")
     out.print("start it now and at every login:")

@@ -6,9 +6,10 @@ import typer
 from sqlalchemy import func, select
 
 from phototag.cli.common import ListFormat, markup_safe, open_library, out, print_json
-from phototag.daemon import read_state, running_watcher
 from phototag.db.models import Photo, PhotoStatus, WorkItem
 from phototag.ingest.queue import WorkQueue
+from phototag.watch.lock import running_watcher
+from phototag.watch.state import read_state
 
 
 def register(app: typer.Typer) -> None:
@@ -65,7 +66,7 @@ def status(
         return
     d = data["daemon"]
     if d["running"]:
-        out.print(f"watcher: [green]running[/green]" + (f" (pid {d['pid']}, model {d['model']})" if d["pid"] else ""))
+        out.print("watcher: [green]running[/green]" + (f" (pid {d['pid']}, model {d['model']})" if d["pid"] else ""))
         for root in d["roots"]:
             flag = " [yellow]paused: not there (unmounted?)[/yellow]" if root.get("paused") else ""
             mode = root.get("mode", "")

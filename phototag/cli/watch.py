@@ -13,10 +13,13 @@ from typing import List, Optional
 import typer
 
 from phototag.cli.common import after_commit_hook, fail, open_library
-from phototag.daemon import DaemonError, WatchLock, configure_logging, write_state
-from phototag.ingest.watch import Watcher, WatchError, WatchFatal
 from phototag.tagging.base import TaggerError
 from phototag.tagging.registry import get_tagger
+from phototag.watch.daemon import Watcher
+from phototag.watch.errors import WatchError, WatchFatal
+from phototag.watch.lock import WatchLock
+from phototag.watch.logs import configure_logging
+from phototag.watch.state import write_state
 
 log = logging.getLogger("phototag.watch")
 
@@ -62,7 +65,7 @@ def watch(
     """
     try:
         _watch(ctx, roots, model, polling, stable_seconds, batch_size, workers, log_format)
-    except (DaemonError, WatchError) as exc:
+    except WatchError as exc:
         fail(str(exc))
 
 

@@ -57,6 +57,9 @@ PRIORITY_NEW = 10  # a photo that just appeared: the user is waiting for it
 PRIORITY_CATCH_UP = 5  # found by a reconcile pass
 PRIORITY_RETAG = 0  # re-tagging (background, and `phototag retag`)
 
+#: the reason of a re-tag row: the model must see the photo again even though its file is unchanged
+REASON_RETAG = "retag"
+
 
 # ---- who owns a claim ------------------------------------------------------------------------------
 def _start_time(pid: int) -> str | None:
@@ -191,12 +194,19 @@ class WorkQueue:
                 new = stmt.excluded
                 stmt = stmt.on_conflict_do_update(index_elements=[WorkItem.path], set_={
                     "priority": func.max(WorkItem.priority, new.priority),
-                    "reason": WorkItem.reason if reason == "retag" else new.reason,
+                    "reason": WorkItem.reason if reason == REASON_RETAG else new.reason,
                     "enqueued_at": func.max(WorkItem.enqueued_at, new.enqueued_at),
-                    **({} if reason == "retag" else {"set_aside_for": None, "failures": 0}),
+                    **({} if reason == REASON_RETAG else {"set_aside_for": None, "failures": 0}),
                 })
                 session.execute(stmt, rows)
         return len(paths)
+
+    def enqueue_retag(self, paths: Iterable[Path | str], model_name: str | None = None) -> int:
+        """Queue ``paths`` for re-tagging (reason :data:`REASON_RETAG`, the lowest priority, so new
+        photos are tagged first; ``model_name`` None = whatever the default model is when the row is
+        processed) in one transaction. A path already queued keeps its row and its reason: a new or
+        changed file is tagged anyway. Returns the number of paths."""
+        return self.enqueue(paths, REASON_RETAG, PRIORITY_RETAG, model_name)
 
     def forget(self, paths: Iterable[Path | str], reason: str | None = None) -> int:
         """Drop queue rows (the file was deleted, or turned out to be no photo); with ``reason``, only
@@ -223,6 +233,16 @@ class WorkQueue:
             session.execute(delete(WorkItem).where(WorkItem.id == row.id))
         self.enqueue([new], reason, priority, model_name)
         return True
+
+    def move_tree(self, session: Session, src_prefix: str, dest_prefix: str) -> int:
+        """A folder was moved: the rows of the files under ``src_prefix`` follow to ``dest_prefix``, in
+        ``session`` (the transaction that moves the photos), enqueued again (a claim in flight under the
+        old path is not the last word). Returns the number of rows moved."""
+        rows = session.scalars(select(WorkItem).where(WorkItem.path.startswith(src_prefix, autoescape=True))).all()
+        for row in rows:
+            row.path = dest_prefix + row.path[len(src_prefix):]
+            row.enqueued_at = utcnow()
+        return len(rows)
 
     # ---- consumers --------------------------------------------------------------------------
     def _take(self, session: Session, row: WorkItem, now: dt.datetime) -> bool:
@@ -258,9 +278,9 @@ class WorkQueue:
         # a re-tag row naming a model belongs to a running `phototag retag --model X`: it drains its own
         # rows (tagging them with the daemon's model instead would undo what the user asked for)
         if retag_model is not None:
-            ours = and_(WorkItem.reason == "retag", WorkItem.model_name == retag_model)
+            ours = and_(WorkItem.reason == REASON_RETAG, WorkItem.model_name == retag_model)
         else:
-            ours = or_(WorkItem.reason != "retag", WorkItem.model_name.is_(None))
+            ours = or_(WorkItem.reason != REASON_RETAG, WorkItem.model_name.is_(None))
         not_set_aside = or_(WorkItem.set_aside_for.is_(None), WorkItem.set_aside_for != (model or ""))
         mine = or_(WorkItem.owner.is_(None), WorkItem.owner != self.owner)
         now = utcnow()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from phototag import retag as service
+from phototag.retag import service
 from phototag.db.models import ModelRun, Photo, PhotoTag, Tag, TagSource, WorkItem
 from phototag.tagging.builtin import BuiltinTagger
 

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 from sqlalchemy import func, select
 from watch.helpers import ColourTagger, queue_length, wait_for, watching, write_photo
 
-from phototag import retag as service
+from phototag.retag import service
 from phototag.db.models import ModelRun, Photo, WorkItem
 from phototag.pipeline import Pipeline
 

@@ -37,7 +37,7 @@ def test_add_remove_list_and_removal_survives_retag(scanned):
     assert ("cat", "model") not in by_source and data["removed"] == ["cat"]
 
     # the real retag path of the command, with the model the library was scanned with
-    from phototag import retag as service
+    from phototag.retag import service
 
     service.retag(lib, [], None, tagger=BuiltinTagger(faces=False))
     data = listed(home, cat)

@@ -112,7 +112,7 @@ def queue_length(lib) -> int:
 @contextlib.contextmanager
 def watching(lib, tagger, roots, **kwargs) -> Iterator["Watcher"]:
     """A real Watcher (real watchdog observer, real SQLite file) running in a thread."""
-    from phototag.ingest.watch import Watcher
+    from phototag.watch.daemon import Watcher
 
     kwargs.setdefault("stable_seconds", 0.5)
     kwargs.setdefault("batch_timeout", 0.2)

@@ -21,9 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from watch.helpers import ColourTagger  # noqa: E402
 
 from phototag.config import load_settings  # noqa: E402
-from phototag.daemon import WatchLock, configure_logging, write_state  # noqa: E402
-from phototag.ingest.watch import Watcher  # noqa: E402
 from phototag.library import Library  # noqa: E402
+from phototag.watch.daemon import Watcher  # noqa: E402
+from phototag.watch.lock import WatchLock  # noqa: E402
+from phototag.watch.logs import configure_logging  # noqa: E402
+from phototag.watch.state import write_state  # noqa: E402
 
 
 class SlowColourTagger(ColourTagger):

@@ -1,5 +1,5 @@
 """Background re-tagging in the watch daemon: a real Watcher (real watchdog, real SQLite file) whose
-models come through the real registry (``load_model`` → plugin taggers), and a default model that
+models come through the real registry (``get_tagger`` → plugin taggers), and a default model that
 changes in config.toml while it runs."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from sqlalchemy import select
 from phototag import plugins
 from phototag.db.models import ModelRun, Photo, WorkItem
 from phototag.hookspecs import hookimpl
-from phototag.learn.versions import load_model
+from phototag.ingest.queue import WorkQueue
 from phototag.pipeline import Pipeline
-from phototag.retag import enqueue_retag
 from phototag.tagging.base import Prediction, TagScore
+from phototag.tagging.registry import get_tagger
 
 from watch.helpers import ColourTagger, model_work, queue_length, tag_names, wait_for, watching, write_photo
 
@@ -81,7 +81,7 @@ def photos_in(root, n: int, prefix: str = "img", old: bool = False) -> list:
 
 def test_new_default_model_retags_in_the_background_keeping_corrections(library, root, models):
     paths = photos_in(root, 3)
-    tagger = load_model(library.settings)
+    tagger = get_tagger(library.settings)
     assert tagger.name == "colour"
     with watching(library, tagger, [root]) as watcher:
         wait_for(lambda: len(run_models(library)) == 3, 20, what="3 photos tagged by colour")
@@ -107,11 +107,11 @@ def test_new_default_model_retags_in_the_background_keeping_corrections(library,
 
 def test_nothing_is_retagged_outside_the_window(library, root, models):
     photos_in(root, 3)
-    scan(library, root, load_model(library.settings))
+    scan(library, root, get_tagger(library.settings))
     hour = dt.datetime.now().hour
     library.settings.set_value("retag.window", f"{(hour + 2) % 24:02d}:00-{(hour + 3) % 24:02d}:00")
     library.settings.set_value("default_model", "shade")
-    with watching(library, load_model(library.settings), [root]) as watcher:
+    with watching(library, get_tagger(library.settings), [root]) as watcher:
         assert watcher.tagger.name == "shade"
         time.sleep(3.0)  # several checks
         with library.session() as s:
@@ -122,9 +122,9 @@ def test_nothing_is_retagged_outside_the_window(library, root, models):
 
 def test_bad_retag_setting_is_logged_once_and_watching_goes_on(library, root, models, caplog):
     photos_in(root, 2)
-    scan(library, root, load_model(library.settings))
+    scan(library, root, get_tagger(library.settings))
     library.settings.set_value("retag.every", "monthly")
-    with watching(library, load_model(library.settings), [root]):
+    with watching(library, get_tagger(library.settings), [root]):
         time.sleep(2.5)
         write_photo(root / "new.jpg", 7)
         wait_for(lambda: "new.jpg" in "".join(run_models(library)), 15, what="new photo tagged")
@@ -134,10 +134,10 @@ def test_bad_retag_setting_is_logged_once_and_watching_goes_on(library, root, mo
 
 def test_rows_of_a_retag_model_session_are_left_alone(library, root, models):
     paths = photos_in(root, 3)
-    scan(library, root, load_model(library.settings))
+    scan(library, root, get_tagger(library.settings))
     # what `phototag retag --model shade` queued before it was interrupted
-    assert enqueue_retag(library, [str(p) for p in paths], "shade") == 3
-    with watching(library, load_model(library.settings), [root]):
+    assert WorkQueue(library).enqueue_retag([str(p) for p in paths], "shade") == 3
+    with watching(library, get_tagger(library.settings), [root]):
         write_photo(root / "new.jpg", 9)
         wait_for(lambda: "new.jpg" in "".join(run_models(library)), 15, what="new photo tagged")
         time.sleep(1.5)
@@ -149,11 +149,11 @@ def test_rows_of_a_retag_model_session_are_left_alone(library, root, models):
 
 def test_new_photos_are_tagged_before_queued_retags(library, root, models):
     old = photos_in(root, 8, "old")
-    scan(library, root, load_model(library.settings))
+    scan(library, root, get_tagger(library.settings))
     library.settings.set_value("default_model", "shade")
     new = photos_in(root, 3, "new", old=True)  # arrived while the daemon was off
     batches: list[list[int]] = []
-    with watching(library, load_model(library.settings), [root], batch_size=2,
+    with watching(library, get_tagger(library.settings), [root], batch_size=2,
                   on_commit=lambda ids: batches.append(list(ids))):
         wait_for(lambda: set(run_models(library).values()) == {"shade"} and queue_length(library) == 0, 30,
                  what="everything tagged by shade")
@@ -169,7 +169,7 @@ def test_new_photos_are_tagged_before_queued_retags(library, root, models):
 
 def test_a_new_photo_jumps_ahead_of_a_long_background_retag(library, root, models):
     old = photos_in(root, 20, "old")
-    scan(library, root, load_model(library.settings))
+    scan(library, root, get_tagger(library.settings))
 
     class SlowShade(ShadeTagger):
         def predict(self, batch):

@@ -228,7 +228,7 @@ def test_sigterm_mid_batch_finishes_the_batch_and_leaves_nothing_claimed(tmp_pat
 def test_service_unit_quotes_paths_the_way_systemd_reads_them():
     # systemd expands $VARS and %specifiers and reads backslash escapes inside quotes: a root named
     # like this must reach phototag unchanged
-    from phototag.daemon import service_unit
+    from phototag.watch.service import service_unit
 
     root = Path("/p/My Pics $HOME 50% \"x\" a\\b 'q'")
     text = service_unit(Path("/h/ph"), [root], command=["/usr/bin/phototag"])
@@ -371,7 +371,7 @@ def test_json_logging_wraps_what_c_code_and_prints_write_to_stdout_and_stderr(tm
     exit — still comes out as JSON records when the daemon logs JSON."""
     code = (
         "import logging, os, warnings\n"
-        "from phototag.daemon import configure_logging\n"
+        "from phototag.watch.logs import configure_logging\n"
         "configure_logging('json', logging.INFO, capture_output=True)\n"
         "print('a stray print')\n"
         "os.write(2, b'libfoo: warning written by C code\\n')\n"
@@ -443,7 +443,7 @@ def test_status_of_a_watcher_on_a_folder_not_named_in_utf8(tmp_path):
 
 
 def test_state_file_is_replaced_whole_or_not_at_all(tmp_path):
-    from phototag.daemon import STATE_NAME, read_state, write_state
+    from phototag.watch.state import STATE_NAME, read_state, write_state
 
     write_state(tmp_path, {"roots": [{"path": os.fsdecode(b"/p/\xff"), "paused": False}], "model": "猫"})
     state = read_state(tmp_path)
@@ -457,7 +457,8 @@ def test_state_file_is_replaced_whole_or_not_at_all(tmp_path):
 
 
 def test_a_starting_watcher_removes_the_state_file_a_killed_one_was_writing(tmp_path):
-    from phototag.daemon import STATE_NAME, WatchLock
+    from phototag.watch.lock import WatchLock
+    from phototag.watch.state import STATE_NAME
 
     gone = subprocess.Popen([PY, "-c", "pass"])
     gone.wait()
@@ -467,3 +468,36 @@ def test_a_starting_watcher_removes_the_state_file_a_killed_one_was_writing(tmp_
     live.write_text("{", encoding="utf-8")
     with WatchLock(tmp_path):
         assert not stale.exists() and live.exists()
+
+
+HIDE_FCNTL = """
+import importlib.abc, sys
+
+class HideFcntl(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "fcntl":
+            raise ImportError("No module named 'fcntl'")
+        return None
+
+sys.meta_path.insert(0, HideFcntl())
+sys.modules.pop("fcntl", None)
+sys.argv[0] = "phototag"
+from phototag.cli import main
+main()
+"""
+
+
+def test_without_flock_watch_says_it_cannot_run_and_status_says_none_runs(tmp_path):
+    """Windows has no fcntl: `phototag watch` is a one-line error (exit 2), `phototag status` works."""
+    root = tmp_path / "Pictures"
+    root.mkdir()
+    home = tmp_path / "home"
+    watch = subprocess.run([PY, "-c", HIDE_FCNTL, "--home", str(home), "watch", str(root)],
+                           capture_output=True, text=True, timeout=120)
+    assert watch.returncode == 2, watch.stderr
+    assert "cannot run on this system" in watch.stdout + watch.stderr
+    assert "Traceback" not in watch.stdout + watch.stderr
+    status = subprocess.run([PY, "-c", HIDE_FCNTL, "--home", str(home), "status", "--format", "json"],
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["daemon"]["running"] is False

@@ -244,7 +244,7 @@ def test_unreadable_file_is_recorded(library, tagger, root):
 def test_file_gone_before_it_is_claimed_is_dropped(library, tagger, root):
     with watching(library, tagger, [root]) as watcher:
         watcher.queue.enqueue([root / "never_there.jpg"])
-        watcher._wakeup.set()
+        watcher.wakeup.set()
         wait_for(lambda: queue_length(library) == 0, 10, what="row dropped")
         write_photo(root / "ok.jpg", 1)
         wait_for(lambda: tagged_count(library) == 1, 15)
@@ -280,7 +280,7 @@ def test_inotify_watch_limit_falls_back_to_polling(library, tagger, root, monkey
 
 
 def test_network_filesystems_are_detected_from_proc_mounts():
-    from phototag.ingest.watch import filesystem_type, is_network_filesystem
+    from phototag.watch.mounts import filesystem_type, is_network_filesystem
 
     mounts = (
         "/dev/sda1 / ext4 rw 0 0\n"
@@ -341,7 +341,7 @@ def test_a_model_that_cannot_load_stops_the_watcher_and_blames_no_photo(library,
             raise TaggerError("weights file not found: /nowhere/model.safetensors")
 
     write_photo(root / "p.jpg", 1)
-    from phototag.ingest.watch import Watcher
+    from phototag.watch.daemon import Watcher
 
     watcher = Watcher(library, Unloadable(), [root], stable_seconds=0.3, batch_timeout=0.1, decode_workers=1)
     with pytest.raises(TaggerError, match="weights file not found"):
@@ -362,25 +362,25 @@ def test_stop_while_a_claimed_row_is_prepared_loses_and_charges_nothing(library,
     from sqlalchemy import func, select
 
     from phototag.db.models import WorkItem
-    from phototag.ingest.watch import Watcher
-
-    class StopsMidClaim(Watcher):
-        prepared = 0
-
-        def _prepare(self, item, report):
-            self.prepared += 1
-            if self.prepared == 5 and moment == "before_prepare":
-                self.stop()  # what the SIGTERM handler does, at this instant
-            job = super()._prepare(item, report)
-            if self.prepared == 5 and moment == "after_prepare":
-                self.stop()
-            return job
+    from phototag.watch.daemon import Watcher
 
     n = 20
     old = time.time() - 3600
     for i in range(n):  # there before the start and long stable: the catch-up pass enqueues them all
         os.utime(write_photo(root / f"p{i:02d}.jpg", i), (old, old))
-    watcher = StopsMidClaim(library, tagger, [root], stable_seconds=0.5, batch_timeout=0.2, decode_workers=2)
+    watcher = Watcher(library, tagger, [root], stable_seconds=0.5, batch_timeout=0.2, decode_workers=2)
+    prepare, prepared = watcher.consumer.prepare, []
+
+    def stops_mid_claim(item, report):
+        prepared.append(item.path)
+        if len(prepared) == 5 and moment == "before_prepare":
+            watcher.stop()  # what the SIGTERM handler does, at this instant
+        job = prepare(item, report)
+        if len(prepared) == 5 and moment == "after_prepare":
+            watcher.stop()
+        return job
+
+    watcher.consumer.prepare = stops_mid_claim
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     thread.join(60)
@@ -388,7 +388,7 @@ def test_stop_while_a_claimed_row_is_prepared_loses_and_charges_nothing(library,
     with library.session() as s:
         claimed = s.scalar(select(func.count()).select_from(WorkItem).where(WorkItem.attempts > 0))
     tagged, queued = tagged_count(library), queue_length(library)
-    assert watcher.prepared >= 5
+    assert len(prepared) >= 5
     assert (tagged + queued, claimed) == (n, 0), (tagged, queued, claimed)
     assert model_work(library) == tagged
 
@@ -398,7 +398,7 @@ def test_suspect_whose_probe_process_hangs_is_set_aside_and_a_healthy_one_is_tag
     is decoded alone in a probe process first. A probe that does not finish in time is evidence;
     three of them set the photo aside. The other suspect's probe passes and it is tagged."""
     from phototag.ingest.queue import ISOLATE_AFTER, WorkQueue
-    from phototag.ingest.watch import Watcher
+    from phototag.watch.daemon import Watcher
     from watch.test_queue import claim_in_a_process_that_dies
 
     old = time.time() - 3600
@@ -409,12 +409,15 @@ def test_suspect_whose_probe_process_hangs_is_set_aside_and_a_healthy_one_is_tag
     for _ in range(ISOLATE_AFTER):
         assert len(claim_in_a_process_that_dies(home, 2)) == 2
 
-    class SlowProbe(Watcher):
-        def _probe(self, item):
-            self.probe_timeout = 0.01 if item.path == slow else 120.0  # no Python starts in 10 ms
-            return super()._probe(item)
+    watcher = Watcher(library, tagger, [root], stable_seconds=0.5, batch_timeout=0.2, decode_workers=2)
+    consumer = watcher.consumer
+    probe = consumer.probe
 
-    watcher = SlowProbe(library, tagger, [root], stable_seconds=0.5, batch_timeout=0.2, decode_workers=2)
+    def slow_probe(item):
+        consumer.probe_timeout = 0.01 if item.path == slow else 120.0  # no Python starts in 10 ms
+        return probe(item)
+
+    consumer.probe = slow_probe
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     try:

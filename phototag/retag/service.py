@@ -1,13 +1,14 @@
 """Re-tagging: run a (new) model version over photos already in the library.
 
-``phototag retag [QUERY]`` and the watch daemon's background re-tagging both come through here.
+The service of ``phototag retag [QUERY]``; the watcher's background re-tagging is
+:mod:`phototag.retag.policy`'s.
 
 How a re-tag survives a crash (``kill -9``, power loss):
 
 1. :func:`start_retag` selects the matching photos, snapshots their current *model* tags into a
    session file (``<home>/retag/session.json``, written to a temp file and renamed) with state
    ``pending``, then enqueues every photo into ``work_queue`` (reason ``retag``, the model's name)
-   in **one** transaction (:meth:`WorkQueue.enqueue`), then marks the session ``enqueued``.
+   in **one** transaction (:meth:`WorkQueue.enqueue_retag`), then marks the session ``enqueued``.
 2. :func:`drain_retag` claims the session's queued rows through the work queue
    (:meth:`WorkQueue.claim` with ``retag_model``), batch after batch, and feeds them through
    :meth:`Pipeline.process`; each batch's transaction stores the new model tags *and* settles that
@@ -30,21 +31,15 @@ changed, the watcher tags it). A file that changes while its re-tag is in flight
 enqueued again: the re-tag's commit only releases it (:func:`phototag.ingest.queue.settle`), and
 the watcher tags the new content.
 
-Background re-tagging (watch): :func:`due_retag` is the policy (which photos are due, and whether
-now is inside the ``retag.window``), :func:`schedule_background_retag` enqueues them with the
-queue's lowest priority (:data:`phototag.ingest.queue.PRIORITY_RETAG`) so new photos are tagged first.
-
 The work queue is :mod:`phototag.ingest.queue`'s: this module never writes its table itself.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
 import os
-import re
 import tempfile
 import threading
 import uuid
@@ -53,34 +48,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from phototag import atomic
 from phototag.config import Settings
 from phototag.db.engine import copy_database, open_database
-from phototag.db.models import (
-    ModelRun,
-    Photo,
-    PhotoStatus,
-    PhotoTag,
-    Tag,
-    TagSource,
-    WorkItem,
-    utcnow,
-)
-from phototag.ingest.queue import PRIORITY_RETAG, WorkQueue
-from phototag.library import Library, LibraryError
+from phototag.db.models import Photo, PhotoStatus, PhotoTag, Tag, TagSource, utcnow
+from phototag.ingest.queue import REASON_RETAG, WorkQueue
+from phototag.library import Library
+from phototag.retag import RetagError
+from phototag.tagging.registry import get_tagger
 
 log = logging.getLogger(__name__)
 
-RETAG_REASON = "retag"
 SESSION_FILE = "session.json"
 LAST_REPORT_FILE = "last-report.json"
-
-
-class RetagError(LibraryError):
-    """A re-tag cannot start or continue (another session is unfinished, bad setting, …)."""
 
 
 # ---- the report ---------------------------------------------------------------------------------
@@ -225,24 +208,7 @@ def _end_session(settings: Settings) -> None:
         os.unlink(retag_dir(settings) / SESSION_FILE)
 
 
-# ---- the queue ---------------------------------------------------------------------------------
-
-
-def enqueue_retag(library: Library, paths: Sequence[str], model_name: str | None) -> int:
-    """Queue ``paths`` for re-tagging (reason ``retag``; ``model_name`` None = whatever the default
-    model is when the row is processed) in one transaction. A path already queued keeps its row and
-    its reason: a new or changed file is tagged anyway. Returns the number of paths."""
-    return WorkQueue(library).enqueue(paths, RETAG_REASON, PRIORITY_RETAG, model_name)
-
-
 # ---- the command --------------------------------------------------------------------------------
-
-
-def get_tagger(settings: Settings, name: str | None):
-    """A tagger by name: a fine-tuned model version made by ``phototag finetune``, else the registry's."""
-    from phototag.learn.versions import load_model
-
-    return load_model(settings, name)
 
 
 def start_retag(library: Library, query: Sequence[str] | None, model: str | None) -> RetagSession:
@@ -274,7 +240,8 @@ def start_retag(library: Library, query: Sequence[str] | None, model: str | None
 
 
 def _commit_enqueue(library: Library, rs: RetagSession) -> None:
-    enqueue_retag(library, list(rs.paths.values()), rs.model)  # one transaction: every photo, or none
+    # one transaction: every photo, or none
+    WorkQueue(library).enqueue_retag(list(rs.paths.values()), rs.model)
     rs.state = "enqueued"
     _save_session(library.settings, rs)
 
@@ -284,7 +251,7 @@ def abandon_retag(library: Library) -> int:
     rs = load_session(library.settings)
     if rs is None:
         return 0
-    dropped = WorkQueue(library).forget(rs.paths.values(), reason=RETAG_REASON)
+    dropped = WorkQueue(library).forget(rs.paths.values(), reason=REASON_RETAG)
     _end_session(library.settings)
     return dropped
 
@@ -332,7 +299,7 @@ class _Claims:
                     continue
                 self.jobs_given += 1
                 root = roots.get(path)
-                yield Job(item.path, Path(root) if root else None, RETAG_REASON, queued_at=item.enqueued_at)
+                yield Job(item.path, Path(root) if root else None, REASON_RETAG, queued_at=item.enqueued_at)
             items = self.next()
 
     def close(self, charge: bool) -> None:
@@ -438,121 +405,3 @@ def dry_run_retag(
             shadow.close()
     report.dry_run = True
     return report
-
-
-# ---- background re-tagging (watch) --------------------------------------------------------------
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
-_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
-
-
-def parse_every(text: str | None) -> dt.timedelta | None:
-    """``retag.every``: ``"30d"``, ``"12h"``, ``"2w"`` … (None/"" = never re-tag on a schedule)."""
-    if text is None or str(text).strip() in ("", "0", "never", "off"):
-        return None
-    match = _DURATION.match(str(text))
-    if not match:
-        raise RetagError(f"retag.every = {text!r}: expected a number and a unit, e.g. 30d, 12h, 2w")
-    value, unit = float(match.group(1)), match.group(2).lower()
-    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[unit]
-    if value <= 0:
-        return None
-    return dt.timedelta(seconds=value * seconds)
-
-
-def parse_window(text: str | None) -> tuple[dt.time, dt.time] | None:
-    """``retag.window``: ``"01:00-06:00"`` (local time; may wrap midnight: ``"22:00-05:00"``)."""
-    if text is None or str(text).strip() == "":
-        return None
-    match = _WINDOW.match(str(text))
-    if not match:
-        raise RetagError(f"retag.window = {text!r}: expected HH:MM-HH:MM, e.g. 01:00-06:00")
-    h1, m1, h2, m2 = (int(g) for g in match.groups())
-    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59:
-        raise RetagError(f"retag.window = {text!r}: not a time of day")
-    end = dt.time(23, 59, 59, 999999) if (h2, m2) == (24, 0) else dt.time(h2, m2)
-    return dt.time(h1, m1), end
-
-
-def in_window(window: tuple[dt.time, dt.time] | None, now: dt.datetime) -> bool:
-    if window is None:
-        return True
-    start, end = window
-    t = now.time()
-    if start <= end:
-        return start <= t < end
-    return t >= start or t < end  # wraps midnight
-
-
-@dataclass
-class RetagPolicy:
-    every: dt.timedelta | None
-    window: tuple[dt.time, dt.time] | None
-    model: str
-    weights_sha256: str | None
-    batch_limit: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings, weights_sha256: str | None = None) -> "RetagPolicy":
-        return cls(
-            every=parse_every(settings.get("retag.every")),
-            window=parse_window(settings.get("retag.window")),
-            model=settings.default_model,
-            weights_sha256=weights_sha256,
-            batch_limit=int(settings.get("retag.batch_limit") or 1000),
-        )
-
-
-def due_retag(
-    session: Session, settings: Settings, now: dt.datetime, *, weights_sha256: str | None = None,
-    limit: int | None = None,
-) -> list[int]:
-    """Ids of the photos that background re-tagging should queue now (oldest tagging first).
-
-    A photo is due when it has status ok, is not queued already, and
-
-    * it was tagged by another model than the default (``default_model`` changed), or by other
-      weights of it (when ``weights_sha256`` of the default model is given), or
-    * ``retag.every`` is set and it was tagged longer ago than that.
-
-    Nothing is due outside ``retag.window`` (local time of ``now``; ``now`` naive = local).
-    Photos never tagged are the scanner's business, not re-tagging's.
-    """
-    policy = RetagPolicy.from_settings(settings, weights_sha256)
-    local_now = now.astimezone() if now.tzinfo is not None else now
-    if not in_window(policy.window, local_now):
-        return []
-    other_model = ModelRun.model_name != policy.model
-    if policy.weights_sha256:
-        other_model = or_(other_model, ModelRun.weights_sha256 != policy.weights_sha256)
-    conditions = [other_model]
-    if policy.every is not None:
-        utc_now = now.astimezone(dt.timezone.utc).replace(tzinfo=None) if now.tzinfo else (
-            now.astimezone().astimezone(dt.timezone.utc).replace(tzinfo=None))
-        conditions.append(Photo.tagged_at < utc_now - policy.every)
-    queued = select(WorkItem.path)
-    stmt = (
-        select(Photo.id)
-        .join(ModelRun, ModelRun.id == Photo.tagged_run_id)
-        .where(Photo.status == PhotoStatus.ok.value, Photo.path.not_in(queued), or_(*conditions))
-        .order_by(Photo.tagged_at, Photo.id)
-        .limit(limit or policy.batch_limit)
-    )
-    return list(session.scalars(stmt))
-
-
-def schedule_background_retag(
-    library: Library, settings: Settings | None = None, now: dt.datetime | None = None, *,
-    weights_sha256: str | None = None,
-) -> int:
-    """Queue the photos :func:`due_retag` finds, with the queue's re-tag priority (after new photos)
-    and ``model_name`` None (= whatever the default model is when the row is processed). Cheap when
-    nothing is due (one indexed query). Returns the number of rows queued."""
-    settings = settings or library.settings
-    now = now or dt.datetime.now().astimezone()
-    with library.session() as session:
-        ids = due_retag(session, settings, now, weights_sha256=weights_sha256)
-        if not ids:
-            return 0
-        paths = [p for p in session.scalars(select(Photo.path).where(Photo.id.in_(ids)))]
-    return enqueue_retag(library, paths, None)

@@ -1,0 +1,101 @@
+"""One watcher per library home: ``<home>/watch.lock``.
+
+The lock is an exclusive ``flock`` held for as long as a watcher runs; it holds the watcher's pid.
+The kernel releases it when the process dies, so a ``kill -9`` never leaves a stale lock, and
+``phototag status`` tests the lock rather than trusting the pid. ``fcntl`` is imported by the
+functions that lock: Linux and macOS have it; on Windows no watcher can start (a one-line error)
+and ``phototag status`` says none runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from phototag import atomic
+from phototag.watch.errors import WatchError
+
+LOCK_NAME = "watch.lock"
+
+
+class WatchLock:
+    """An exclusive ``flock`` on ``<home>/watch.lock``: released by the kernel when the process dies,
+    so a kill -9 never leaves a stale lock."""
+
+    def __init__(self, home: Path):
+        self.path = Path(home) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:
+            raise WatchError("phototag watch cannot run on this system: its one-watcher lock needs flock "
+                             "(Linux, macOS)") from None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            pid = read_lock_pid(self.path)
+            raise WatchError(
+                f"another phototag watch is already running for {self.path.parent}"
+                + (f" (pid {pid})" if pid else "") + "; stop it first (systemctl --user stop phototag, or kill it)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.fsync(fd)
+        self._fd = fd
+        atomic.remove_stale_temp_files(self.path.parent)  # a watch.json being written when a watcher was killed
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            try:
+                os.ftruncate(self._fd, 0)
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> "WatchLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def read_lock_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+def running_watcher(home: Path) -> int | None:
+    """The pid of the watcher running for ``home``, or None (the lock is tested, not just the pid)."""
+    path = Path(home) / LOCK_NAME
+    if not path.exists():
+        return None
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no watcher can have started
+        return None
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return read_lock_pid(path) or -1  # held: a watcher runs
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
