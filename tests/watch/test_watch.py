@@ -399,7 +399,7 @@ def test_suspect_whose_probe_process_hangs_is_set_aside_and_a_healthy_one_is_tag
     three of them set the photo aside. The other suspect's probe passes and it is tagged."""
     from phototag.ingest.queue import ISOLATE_AFTER, WorkQueue
     from phototag.watch.daemon import Watcher
-    from watch.test_queue import claim_in_a_process_that_dies
+    from ingest.test_queue import claim_in_a_process_that_dies
 
     old = time.time() - 3600
     good, slow = root / "good.jpg", root / "slow.jpg"

@@ -1,4 +1,4 @@
-"""The persistent work queue: order, upserts, attempts, and the in-flight re-enqueue rule."""
+"""The persistent work queue (phototag.ingest.queue): order, upserts, attempts, and the in-flight re-enqueue rule."""
 
 from __future__ import annotations
 
