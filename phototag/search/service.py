@@ -102,7 +102,7 @@ def find_similar(
                 )
             raise SearchError(f"{ref}: not a photo of the library, nor an image file")
         if tagger is None:
-            from phototag.search import tagger_for_model_id
+            from phototag.search.resolvers import tagger_for_model_id
 
             tagger = tagger_for_model_id(lib.settings, model_id)
         hits = index.similar_to_file(path, tagger, k)
