@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
-from phototag.cli.common import Format, console, fail, open_library, out, paths_output, print_json
+from phototag.cli.common import Format, console, fail, markup_safe, open_library, paths_output, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -51,11 +50,12 @@ def similar(
     elif fmt == Format.json:
         print_json([h.as_dict() for h in hits])
     else:
-        table = Table(show_edge=False, pad_edge=False)
-        table.add_column("#", justify="right", style="dim")
-        table.add_column("score", justify="right")
-        table.add_column("id", justify="right", style="dim")
-        table.add_column("path", overflow="fold")
+        from phototag.cli.search import print_table
+
+        # a path is never cut short: it gets the room left, and folds only on a narrow terminal
+        table = Table(Column("#", justify="right", style="dim"), Column("score", justify="right"),
+                      Column("id", justify="right", style="dim"), Column("path", overflow="fold", ratio=1),
+                      show_edge=False, pad_edge=False)
         for rank, h in enumerate(hits, 1):
-            table.add_row(str(rank), f"{h.score:.3f}", str(h.photo_id), str(Path(h.path)))
-        out.print(table)
+            table.add_row(str(rank), f"{h.score:.3f}", str(h.photo_id), markup_safe(h.path))
+        print_table(table)

@@ -55,3 +55,15 @@ def test_similar_to_a_photo_with_an_odd_name(library):
     result = cli(home, "search", f"similar:{odd}", "--print0")
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert result.stdout.split(b"\0")[0] == os.fsencode(cat2)
+
+
+def test_similar_table_shows_an_odd_name_escaped_and_whole(library):
+    """The table prints a name that is not valid UTF-8 escaped as the other commands do (no
+    traceback for the undecodable byte, no markup taken from the name) and never cuts a path."""
+    home, odd, cat2 = library
+    result = cli(home, "similar", cat2, "--limit", "1", "--format", "table")
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    shown = f"{odd.parent}/chat \\xe9t\\xe9.jpg"  # the bytes of the name as \xNN, like `search`
+    lines = result.stdout.decode("utf-8").splitlines()
+    assert any(shown in line for line in lines), lines
+    assert "…" not in result.stdout.decode("utf-8")
