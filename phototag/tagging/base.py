@@ -17,6 +17,8 @@ import abc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from phototag.errors import PhototagError
+
 if TYPE_CHECKING:  # annotations only: the error classes here are imported by commands that need neither
     import numpy as np
     from PIL import Image
@@ -41,8 +43,8 @@ class Prediction:
     scores: np.ndarray | None = None  #: optional float32 score of every class (for calibration)
 
 
-class TaggerError(Exception):
-    """A tagger could not be built or loaded (missing files, wrong checkpoint, …)."""
+class TaggerError(PhototagError):
+    """A tagger could not be built or loaded (missing files, wrong checkpoint, an unknown model name …)."""
 
 
 class Tagger(abc.ABC):

@@ -134,3 +134,17 @@ def test_calibrate_with_too_few_corrections_says_what_it_needs(scanned):
     assert result.exit_code == 0, result.output
     message = " ".join(result.output.split())
     assert "no tag has 3 or more corrections yet" in message and "tuned tags" not in message
+
+
+def test_an_unknown_model_is_a_one_line_user_error(scanned):
+    """The registry's error is a PhototagError: the CLI prints one line and exits 2, no traceback."""
+    from phototag.errors import PhototagError
+    from phototag.tagging.base import TaggerError
+
+    lib, _ = scanned
+    with pytest.raises(PhototagError, match="unknown model 'nosuch'"):
+        get_tagger(lib.settings, "nosuch")
+    assert issubclass(TaggerError, PhototagError)
+    with pytest.raises(TaggerError, match="not a valid model name"):
+        get_tagger(lib.settings, "../elsewhere")
+
