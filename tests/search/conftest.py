@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import create_engine, event, insert
 
 from phototag.db.models import Base, Embedding, Photo
+from phototag.search.encoder import TextEncoder
 
 
 def make_engine(path: Path):
@@ -58,3 +59,26 @@ def home(tmp_path) -> Path:
     h = tmp_path / "home"
     h.mkdir()
     return h
+
+
+class CountingEncoder(TextEncoder):
+    """The real encoder, counting what it is asked to embed (to see the cache at work)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoded: list[str] = []
+
+    def encode(self, texts, batch_size=128):
+        self.encoded.extend(texts)
+        return super().encode(texts, batch_size)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return CountingEncoder()
+
+
+@pytest.fixture
+def counting_encoder() -> type[CountingEncoder]:
+    """The class, for tests that need a fresh encoder (or several)."""
+    return CountingEncoder

@@ -10,8 +10,6 @@ from sqlalchemy import insert
 
 from phototag.db.models import Caption, Photo, PhotoTag, Tag
 from phototag.search import text_resolver
-from phototag.search.errors import TextModelUnavailable
-from phototag.search.encoder import TextEncoder
 from phototag.search.text import TextSearcher, chinese_tag_matches
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,23 +28,6 @@ PHOTOS = {
     7: ["person", "run", "beach"],
     8: ["truck", "road"],
 }
-
-
-class CountingEncoder(TextEncoder):
-    """The real encoder, counting what it is asked to embed (to see the cache at work)."""
-
-    def __init__(self):
-        super().__init__()
-        self.encoded: list[str] = []
-
-    def encode(self, texts, batch_size=128):
-        self.encoded.extend(texts)
-        return super().encode(texts, batch_size)
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    return CountingEncoder()
 
 
 @pytest.fixture(scope="module")
@@ -147,24 +128,6 @@ def test_resolver_uses_the_callers_session(library, warm_home, encoder):
     assert hits[0][0] == 3 and 0 < hits[0][1] <= 1
 
 
-def test_missing_model_is_a_clear_error(tmp_path, monkeypatch, library, home):
-    with pytest.raises(TextModelUnavailable, match="never downloads"):
-        TextEncoder(model_dir=tmp_path / "nowhere").encode(["dog"])
-    monkeypatch.setenv("PHOTOTAG_TEXT_MODEL", str(tmp_path / "empty"))
-    with pytest.raises(TextModelUnavailable, match="PHOTOTAG_TEXT_MODEL"):
-        TextSearcher(home, library).search("dog")
-
-
-def test_model_loads_offline_without_network_variables_leaking(monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    enc = TextEncoder()
-    vec = enc.encode(["a dog"])
-    assert vec.shape == (1, 384) and np.isclose(np.linalg.norm(vec), 1.0, atol=1e-4)
-    import os
-
-    assert "HF_HUB_OFFLINE" not in os.environ
-
-
 def test_text_terms_combine_with_tag_terms_in_the_query_language(library, warm_home, encoder):
     query = pytest.importorskip("phototag.query")
     from sqlalchemy.orm import Session
@@ -175,54 +138,6 @@ def test_text_terms_combine_with_tag_terms_in_the_query_language(library, warm_h
         assert query.search_ids(session, ["~puppy", "beach"], resolvers=resolvers) == [1]
         assert query.search_ids(session, ["~puppy", "^beach"], resolvers=resolvers) == [2]
         assert query.search_ids(session, ['~"dog running on the beach"'], resolvers=resolvers)[0] == 1
-
-
-# ---- the numpy MiniLM and the vocabulary cache ------------------------------------------------------------
-
-
-def test_numpy_minilm_equals_sentence_transformers(encoder):
-    st = pytest.importorskip("sentence_transformers")
-    texts = ["a cup of coffee", "猫", "Puppy!", "espresso: strong black coffee brewed by forcing hot water " * 20]
-    reference = st.SentenceTransformer(str(encoder.model_dir), device="cpu").encode(
-        texts, normalize_embeddings=True, show_progress_bar=False
-    )
-    ours = encoder.encode(texts)
-    assert np.abs(ours - reference).max() < 1e-4  # the same arithmetic, float32 round-off apart
-
-
-def test_vocabulary_vectors_are_cached_by_model_and_texts(tmp_path):
-    from phototag.search.text_cache import VocabularyCache
-
-    enc = CountingEncoder()
-    folder = tmp_path / "cache"
-    first = VocabularyCache(folder, enc).vectors(["dog", "cat", "espresso"])
-    assert enc.encoded == ["dog", "cat", "espresso"]
-    enc.encoded.clear()
-    again = VocabularyCache(folder, enc)  # a new process: from the file, nothing embedded
-    assert np.allclose(again.vectors(["dog", "cat", "espresso"]), first, atol=1e-3) and enc.encoded == []
-    assert again.rebuilds == 0
-    # a new tag: only its text is embedded; the file is rewritten (atomically: no temp file left)
-    again.vectors(["dog", "cat", "espresso", "beach"])
-    assert enc.encoded == ["beach"] and again.rebuilds == 1
-    assert [p.name for p in folder.iterdir()] == [again.path.name]
-    # another model (here: the same one installed elsewhere) invalidates every row
-    import shutil
-
-    other_dir = tmp_path / "model-copy"
-    shutil.copytree(enc.model_dir, other_dir, copy_function=shutil.copy)  # a new weights file
-    other = CountingEncoder()
-    other._model_dir = other_dir
-    VocabularyCache(folder, other).vectors(["dog", "cat", "espresso", "beach"])
-    assert sorted(other.encoded) == ["beach", "cat", "dog", "espresso"]
-
-
-def test_a_broken_vocabulary_file_is_rebuilt(tmp_path):
-    from phototag.search.text_cache import VocabularyCache
-
-    enc = CountingEncoder()
-    cache = VocabularyCache(tmp_path, enc)
-    cache.path.write_bytes(b"not a zip file")
-    assert cache.vectors(["dog"]).shape == (1, 384) and enc.encoded == ["dog"]
 
 
 def test_definitions_count_for_tags_the_built_in_vocabulary_knows(engine, tmp_path, encoder):
