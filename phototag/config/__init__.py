@@ -17,7 +17,7 @@ the setting's type (a list as ``["a", "b"]`` or ``a,b``; ``none`` unsets an opti
 ``config.toml`` is written only through :meth:`Settings.set_value` / :func:`write_config_text`:
 style-preserving (tomlkit keeps the user's comments and layout) and atomic (:mod:`phototag.atomic`).
 
-The package, by job: :mod:`~phototag.config.setting` (one setting's type and checks),
+The package, by job: :mod:`~phototag.config.spec` (one setting's type and checks),
 :mod:`~phototag.config.schema` (the table of every setting: data), :mod:`~phototag.config.validate`
 (checking a source), :mod:`~phototag.config.load` (:class:`Settings`, loading, the process's
 settings), :mod:`~phototag.config.write` (config.toml, tomlkit imported only when writing). Import
@@ -39,13 +39,12 @@ from phototag.config.load import (
     use_settings,
 )
 from phototag.config.schema import DEFAULTS, SCHEMA, SETTINGS, TABLES, nearest_key, setting
-from phototag.config.setting import Setting, show_value
+from phototag.config.spec import Setting, show_value
 from phototag.config.validate import (
     NON_SETTING_ENV,
     check_config_text,
     is_third_party_key,
     parse_value,
-    validate,
 )
 from phototag.config.write import dump_toml, set_in_config, write_config_text
 
@@ -72,6 +71,5 @@ __all__ = [
     "setting",
     "show_value",
     "use_settings",
-    "validate",
     "write_config_text",
 ]

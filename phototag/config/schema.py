@@ -9,7 +9,7 @@ import difflib
 from typing import Any, Mapping
 
 from phototag.config.errors import ConfigError
-from phototag.config.setting import Setting
+from phototag.config.spec import Setting
 
 _EXTENSIONS = [
     ".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".gif", ".bmp",

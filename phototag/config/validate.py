@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from phototag.config.errors import ConfigError
 from phototag.config.schema import SETTINGS, TABLES, did_you_mean, nearest_key, nested, setting
-from phototag.config.setting import show_value
+from phototag.config.spec import show_value
 
 #: PHOTOTAG_* environment variables that are not settings (everything else must be one).
 NON_SETTING_ENV = frozenset({

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from phototag.config.errors import ConfigError
-from phototag.config.setting import show_value
+from phototag.config.spec import show_value
 
 
 def write_config_text(path: Path, text: str) -> None:
