@@ -130,10 +130,10 @@ def distillation_sweep(lib, tagger, weights: list[float], epochs: int, lr: float
 
     from phototag.db.models import Photo, PhotoStatus
     from phototag.learn.corrections import Reviewed, load_reviewed, split_held_out
-    from phototag.learn.finetune import _device, agreement, cached_features, trainable_head
+    from phototag.learn.finetune import agreement, cached_features, trainable_head, training_device
 
     head = trainable_head(tagger)
-    device = _device(lib.settings.get("device"))
+    device = training_device(lib.settings.get("device"))
     with lib.session() as s:
         reviewed = load_reviewed(s)
         rows = s.execute(select(Photo.id, Photo.path, Photo.sha256).where(Photo.status == PhotoStatus.ok.value)).all()

@@ -41,9 +41,12 @@ from phototag.learn.corrections import (
     load_reviewed,
     split_held_out,
 )
+from phototag.learn.builtin_head import BuiltinHead
 from phototag.learn.head import DISTILL_WEIGHT, TrainableHead
+from phototag.learn.ram_head import RamHead
 from phototag.library import Library
 from phototag.tagging.base import Tagger
+from phototag.tagging.builtin import BuiltinTagger
 from phototag.tagging.registry import get_tagger
 from phototag.tagging.versions import FINETUNE_FILE, FINETUNE_FORMAT, HEAD_FILE, model_dir
 
@@ -73,7 +76,8 @@ class FinetuneResult:
         }
 
 
-def _device(requested: str | None) -> str:
+def training_device(requested: str | None) -> str:
+    """``cuda`` when there is a GPU and ``requested`` is auto (or unset), else what was asked for."""
     import torch
 
     if requested in (None, "", "auto"):
@@ -85,16 +89,11 @@ def _device(requested: str | None) -> str:
 
 def trainable_head(tagger: Tagger) -> TrainableHead:
     """The head of ``tagger`` that fine-tuning trains (the built-in model, its versions, RAM / RAM++ packs)."""
-    from phototag.tagging.builtin import BuiltinTagger
-    from phototag.tagging.ram_tagger import RamTagger
+    from phototag.tagging.ram_tagger import RamTagger  # imports torch: only when fine-tuning runs
 
     if isinstance(tagger, RamTagger):
-        from phototag.learn.ram_head import RamHead
-
         return RamHead(tagger)
     if isinstance(tagger, BuiltinTagger):
-        from phototag.learn.builtin_head import BuiltinHead
-
         return BuiltinHead(tagger)
     raise LearnError(f"fine-tuning supports the built-in model (and its versions), not {tagger.name}")
 
@@ -152,7 +151,7 @@ def finetune(
     settings = library.settings
     base_name = model or settings.default_model
     tagger = tagger or get_tagger(settings, base_name, user_thresholds=False)
-    device = _device(device or settings.get("device"))
+    device = training_device(device or settings.get("device"))
     head = trainable_head(tagger)
     with library.session() as session:
         reviewed = load_reviewed(session)
