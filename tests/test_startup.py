@@ -128,6 +128,17 @@ def test_search_and_show_on_a_library_at_the_head_schema_import_no_alembic_or_to
         assert "alembic" not in modules and "torch" not in modules, args
 
 
+def test_models_list_and_a_wrong_model_name_load_no_torch(tmp_path):
+    """Listing packs reads their pack.json files; torch/timm come in only to convert or run a model."""
+    result, modules = run_phototag(tmp_path, "models", "list")
+    assert result.returncode == 0, result.stderr
+    assert "builtin" in result.stdout and "torch" not in modules and "timm" not in modules
+    for args in (("models", "default", "ram_plus"), ("scan", "--model", "ram_plus", str(tmp_path))):
+        result, modules = run_phototag(tmp_path, *args)
+        assert result.returncode == 2 and "ram_plus" in result.stderr and "Traceback" not in result.stderr
+        assert "torch" not in modules, args  # the name is checked before a model is loaded
+
+
 def test_the_head_read_from_the_migration_files_is_alembics():
     from phototag.db.engine import _head_from_files, head_revision
 

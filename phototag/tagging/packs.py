@@ -23,21 +23,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from phototag.ingest.fingerprint import sha256_file
 
 from .base import TaggerError
-from .models.ram import RamArch
-from .vocab import vocabulary_for
-from .weights import (
-    CONVERTED_FORMAT,
-    WeightsError,
-    converted_info,
-    identify,
-    official_key_transform,
-    prepare_state,
-    read_checkpoint,
-    sha256_file,
-    write_converted,
-)
+
+if TYPE_CHECKING:  # torch and timm are imported where a checkpoint is converted, not to list packs
+    from .models.ram import RamArch
 
 PACK_FILE = "pack.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -149,6 +142,14 @@ def add_pack(
                      ("BERT vocabulary", vocab)):
         if p is not None and not Path(p).is_file():
             raise PackError(f"{label} {p} does not exist")
+    from .vocab import vocabulary_for
+    from .weights import (
+        identify,
+        official_key_transform,
+        prepare_state,
+        read_checkpoint,
+        write_converted,
+    )
 
     state = read_checkpoint(checkpoint)
     kind = identify(official_key_transform(state), check_width=arch is None)
@@ -236,6 +237,8 @@ def verify_pack(models_dir: Path | str, name: str) -> PackInfo:
         elif sha256_file(p) != expected:
             problems.append(f"{fname} has changed (sha256 differs from pack.json)")
     if not problems:
+        from .weights import CONVERTED_FORMAT, converted_info
+
         try:
             meta = converted_info(info.path / WEIGHTS_FILE)
         except Exception as exc:  # noqa: BLE001 - any unreadable header is a verification failure
@@ -258,6 +261,8 @@ def verify_pack(models_dir: Path | str, name: str) -> PackInfo:
 def _vocabulary(info: PackInfo):
     def opt(fname: str) -> Path | None:
         return info.path / fname if fname in info.files else None
+
+    from .vocab import vocabulary_for
 
     return vocabulary_for(info.kind, info.path / "tags.txt", opt("thresholds.txt"), opt("tags_zh.txt"))
 
@@ -292,6 +297,6 @@ def load_pack_tagger(
 
 
 __all__ = [
-    "PackError", "PackInfo", "WeightsError", "add_pack", "check_new_pack", "list_packs", "load_pack_tagger",
+    "PackError", "PackInfo", "add_pack", "check_new_pack", "list_packs", "load_pack_tagger",
     "read_pack", "verify_pack",
 ]

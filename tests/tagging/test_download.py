@@ -38,8 +38,9 @@ from phototag.tagging.download import (
     download_model,
     with_checkpoint,
 )
-from phototag.tagging.packs import WeightsError, list_packs, verify_pack
+from phototag.tagging.packs import list_packs, verify_pack
 from phototag.tagging.synthetic import official_checkpoint
+from phototag.tagging.weights import WeightsError
 
 from .ram_cases import RAM_DATA, tiny_arch, tiny_official_state
 
