@@ -42,6 +42,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -57,6 +58,8 @@ from phototag.db.engine import copy_database, open_database
 from phototag.db.models import Photo, PhotoStatus, PhotoTag, Tag, TagSource, utcnow
 from phototag.ingest.queue import REASON_RETAG, WorkQueue
 from phototag.library import Library
+from phototag.pipeline import Job, Pipeline
+from phototag.query.service import parse_query, search_ids
 from phototag.retag import RetagError
 from phototag.tagging.registry import get_tagger
 
@@ -145,8 +148,6 @@ def select_photo_ids(session: Session, query: Sequence[str] | None) -> list[int]
     """Ids of the photos with status ok that match ``query`` (all of them when it is empty)."""
     if not query:
         return list(session.scalars(select(Photo.id).where(Photo.status == PhotoStatus.ok.value).order_by(Photo.id)))
-    from phototag.query.service import parse_query, search_ids
-
     ids = set(search_ids(session, parse_query(list(query))))
     ok = select(Photo.id).where(Photo.status == PhotoStatus.ok.value)
     return sorted(ids & set(session.scalars(ok)))
@@ -287,8 +288,6 @@ class _Claims:
     def jobs(self, first: list, report: RetagReport, roots: dict[str, str]) -> Iterator:
         """Jobs for ``first`` and then for every further claim, as the pipeline asks for them. Each
         carries its claim's ``enqueued_at``, so its commit never deletes a row queued again meanwhile."""
-        from phototag.pipeline import Job
-
         items = first
         while items:
             for item in items:
@@ -314,10 +313,6 @@ def drain_retag(
     stop_event: threading.Event | None = None, on_commit=None, resumed: bool = False,
 ) -> RetagReport:
     """Run the model over the session's queued photos (step 2) and report the changes (step 3)."""
-    import time
-
-    from phototag.pipeline import Pipeline
-
     started = time.perf_counter()
     settings = library.settings
     if rs.state == "pending":  # killed before or after the enqueue committed: enqueue (again: an upsert)

@@ -14,7 +14,10 @@ import logging
 from typing import TYPE_CHECKING, Callable
 
 from phototag.config import ConfigError, Settings, load_settings
+from phototag.retag import RetagError
+from phototag.retag.policy import schedule_background_retag
 from phototag.tagging.base import Tagger
+from phototag.tagging.registry import get_tagger
 
 if TYPE_CHECKING:
     from phototag.watch.daemon import Watcher
@@ -62,9 +65,6 @@ class ModelFollower:
         if self.check_seconds <= 0 or now < self.next_check:
             return
         self.next_check = now + self.check_seconds
-        from phototag.retag import RetagError
-        from phototag.retag.policy import schedule_background_retag
-
         w = self.watcher
         settings = self._reload_settings()
         default = settings.default_model
@@ -97,8 +97,6 @@ class ModelFollower:
     def _rebuild_tagger(self, settings: Settings) -> None:
         """Build the tagger of the new default model; :meth:`swap` puts it in between two pipeline runs.
         A model that does not load is logged (once) and tried again at the next check."""
-        from phototag.tagging.registry import get_tagger
-
         w = self.watcher
         name = settings.default_model
         try:
