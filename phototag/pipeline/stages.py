@@ -112,9 +112,6 @@ class Pipeline:
         on the way (counted in ``report``, progress advanced). Stops when the stop event is set."""
         return self._classifier.classify(found, report)
 
-    #: the name ``ingest/watch.py`` still calls; goes once it calls :meth:`classify`
-    _classify = classify
-
     # ---- decode → infer → persist -----------------------------------------------------------
     def _keywords(self, job: Job) -> tuple[str, PhotoKeywords]:
         """The sidecars' stat, then what the photo's files say about its tags (read after the stat: an

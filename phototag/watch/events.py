@@ -290,7 +290,8 @@ class EventTracker:
         w = self.watcher
         files, prefixes = [], []
         for path, is_dir in due:
-            del self._deletes[path]
+            if self._deletes.pop(path, None) is None:
+                continue  # forgotten meanwhile: its root was paused by an earlier delete of this pass
             root = w.roots.root_of(path)
             if root is None or root.paused:
                 continue

@@ -22,7 +22,7 @@ HIDDEN = textwrap.dedent('''
                 raise ImportError(f"{name} is hidden by the test")
 
     sys.meta_path.insert(0, HideBundledPlugins())
-    import phototag.cli, phototag.export.auto, phototag.export.service, phototag.ingest.watch, phototag.pipeline
+    import phototag.cli, phototag.export.auto, phototag.export.service, phototag.watch.daemon, phototag.pipeline
     from phototag.config import load_settings
     from phototag.ingest.keywords import keyword_root, read_keywords, sidecar_stat
 
