@@ -75,6 +75,8 @@ def _model(settings: Settings, name: str) -> Tagger:
 
 
 def list_taggers(settings: Settings) -> list[TaggerInfo]:
+    """Every model name :func:`get_tagger` resolves: the built-in model, packs, fine-tuned versions and
+    plugin taggers (nothing is loaded)."""
     from phototag.tagging.packs import list_packs
     from phototag.tagging.versions import list_versions
 
@@ -88,5 +90,9 @@ def list_taggers(settings: Settings) -> list[TaggerInfo]:
     for version in list_versions(settings):
         name = version.get("name", "")
         infos.append(TaggerInfo(name, version.get("model_id", name), "finetuned",
-                                f"fine-tuned from {version.get('base', '?')}", is_default=default == name))
+                                f"fine-tuned from {version.get('based_on') or version.get('base', '?')}",
+                                is_default=default == name))
+    for tagger in _plugin_taggers(settings).values():
+        infos.append(TaggerInfo(tagger.name, tagger.model_id, "plugin", (tagger.__doc__ or "").strip().split("\n")[0],
+                                is_default=default == tagger.name))
     return infos

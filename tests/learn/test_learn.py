@@ -16,7 +16,7 @@ from phototag.learn.corrections import Agreement, LearnError
 from phototag.learn.finetune import finetune
 from phototag.retag import service
 from phototag.tagging.builtin import BuiltinTagger
-from phototag.tagging.registry import get_tagger
+from phototag.tagging.registry import get_tagger, list_taggers
 from phototag.tagging.versions import ThresholdedTagger, read_user_thresholds
 
 
@@ -97,6 +97,8 @@ def test_finetune_registers_a_new_version_that_retag_uses(scanned):
     cached = list((lib.settings.home / "cache" / "learn").glob("features-builtin-*.npz"))
     assert len(cached) == 1
 
+    listed = {i.name: i for i in list_taggers(lib.settings)}
+    assert listed["builtin-ft1"].kind == "finetuned" and listed["builtin-ft1"].description == "fine-tuned from builtin"
     v2 = get_tagger(lib.settings, "builtin-ft1")
     assert v2.name == "builtin-ft1" and v2.weights_sha256 == result.weights_sha256
     assert v2.settings()["faces"] is False  # keeps the settings of the model it was tuned from
