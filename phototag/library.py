@@ -138,16 +138,11 @@ class Library:
 
     def record_error(
         self, session: Session, path: Path, root: Path | None, error: str, size: int | None = None,
-        mtime: float | None = None, sha256: str | None = None, queued_at: dt.datetime | None = None,
-        keep_queued: bool = False,
+        mtime: float | None = None, sha256: str | None = None,
     ) -> Photo:
         """Remember that a file could not be read, with the reason (it is retried when it changes).
-
-        Its work-queue row goes too (unless ``keep_queued``); with ``queued_at`` (a claimed row's
-        ``enqueued_at``) only if it was not enqueued again meanwhile: the file changed in flight, so
-        its new version is tried."""
-        from phototag.ingest.queue import settle
-
+        The work queue is not touched: the caller settles its row (:func:`phototag.ingest.queue.settle`)
+        in the same transaction."""
         photo = self._photo_row(session, path, root)
         photo.status = PhotoStatus.error.value
         photo.error = error
@@ -155,8 +150,6 @@ class Library:
         photo.mtime = mtime
         photo.sha256 = sha256
         photo.updated_at = utcnow()
-        if not keep_queued:
-            settle(session, path, queued_at)
         session.flush()
         return photo
 

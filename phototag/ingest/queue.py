@@ -434,7 +434,7 @@ class WorkQueue:
                     size = mtime = None
                 reason = (f"set aside after {failures} failures while tagged alone: {error} (tried again when "
                           "the file, phototag or the model changes)")
-                self.library.record_error(session, item.path, root, reason, size, mtime, keep_queued=True)
+                self.library.record_error(session, item.path, root, reason, size, mtime)
             session.execute(update(WorkItem).where(WorkItem.id == row.id).values(**values))
             return set_aside
 

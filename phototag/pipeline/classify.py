@@ -20,6 +20,7 @@ from sqlalchemy import select
 from phototag.db.models import ModelRun, Photo, PhotoStatus
 from phototag.ingest.fingerprint import sha256_file
 from phototag.ingest.keywords import sidecar_stat
+from phototag.ingest.queue import settle
 from phototag.ingest.walk import FoundFile
 from phototag.pipeline.jobs import Job, Report
 
@@ -67,6 +68,7 @@ class Classifier:
                 digest = sha256_file(f.path)
             except OSError as exc:
                 lib.record_error(session, f.path, f.root, f"cannot read: {exc.strerror or exc}", f.size, f.mtime)
+                settle(session, f.path, None)
                 report.failed += 1
                 report.errors.append((str(f.path), f"cannot read: {exc.strerror or exc}"))
                 return None

@@ -103,8 +103,8 @@ class BatchStore:
                 for decoded in items:
                     job = decoded.job
                     if decoded.error is not None:
-                        lib.record_error(session, job.path, job.root, decoded.error, job.size, job.mtime, job.sha256,
-                                         queued_at=job.queued_at)
+                        lib.record_error(session, job.path, job.root, decoded.error, job.size, job.mtime, job.sha256)
+                        settle(session, job.path, job.queued_at)
                         out.count["failed"] += 1
                         out.errors.append((str(job.path), decoded.error))
                         continue
@@ -164,8 +164,8 @@ class BatchStore:
                 settle(session, job.path, job.queued_at)
             else:
                 error = f"cannot be stored: {type(exc).__name__}: {exc}"
-                lib.record_error(session, job.path, job.root, error, job.size, job.mtime, job.sha256,
-                                 queued_at=job.queued_at)
+                lib.record_error(session, job.path, job.root, error, job.size, job.mtime, job.sha256)
+                settle(session, job.path, job.queued_at)
         out.count["failed"] += 1
         out.errors.append((str(job.path), error))
         return out
