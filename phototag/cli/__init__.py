@@ -172,39 +172,12 @@ def show_user_error(exc: BaseException | str) -> None:
         typer.secho(f"error: {line}", fg="red", err=True)
 
 
-_USER_ERRORS = (
-    ("phototag.db.engine", "DatabaseError"), ("phototag.ingest.decode", "DecodeError"),
-    ("phototag.library", "LibraryError"), ("phototag.tagging.base", "TaggerError"),
-    ("phototag.query", "QueryError"), ("phototag.tagging.weights", "CheckpointError"),
-    ("phototag.plugins", "PluginError"), ("phototag.export", "ExportError"), ("phototag.search", "SearchError"),
-)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions whose message is meant for the user: shown without a traceback.
-
-    Only modules already imported are looked in: an exception raised by a module that was never
-    imported cannot be, and importing one here (tagging.weights imports torch) would make a one-line
-    error message cost seconds."""
-    errors: list[type[BaseException]] = [ConfigError]
-    for module, name in _USER_ERRORS:
-        error = getattr(sys.modules.get(module), name, None)
-        if isinstance(error, type) and issubclass(error, BaseException):
-            errors.append(error)
-    return tuple(errors)
-
-
 def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except PhototagError as exc:
+    except PhototagError as exc:  # every error meant for the user (phototag.errors); anything else is a bug
         show_user_error(exc)
         sys.exit(exc.exit_code)
-    except Exception as exc:
-        if isinstance(exc, _user_errors()):
-            show_user_error(exc)
-            sys.exit(2)
-        raise

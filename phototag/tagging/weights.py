@@ -60,7 +60,6 @@ class WeightsError(TaggerError):
     """A weights file is unreadable, unsafe, or does not fit the model it claims to be."""
 
 
-CheckpointError = WeightsError  #: the name phototag.cli looks up for user-facing errors
 
 
 
