@@ -484,7 +484,7 @@ def add_recommended_indexes(db_path: Path) -> None:
 def watermark_ms(db_path: Path) -> float:
     from sqlalchemy import create_engine
 
-    from phototag.search.index import table_state
+    from phototag.search.embeddings import table_state
 
     engine = create_engine(f"sqlite:///{db_path}")
     with engine.connect() as conn:
@@ -503,7 +503,8 @@ def bench_faiss(db_path: Path, home: Path, n_queries: int, seed: int, threshold:
     import faiss
     from sqlalchemy import create_engine
 
-    from phototag.search.index import EmbeddingIndex, read_embeddings, table_state
+    from phototag.search.embeddings import read_embeddings, table_state
+    from phototag.search.index import EmbeddingIndex
 
     rng = np.random.default_rng(seed + 2)
     engine = create_engine(f"sqlite:///{db_path}")

@@ -350,7 +350,7 @@ def test_similar_to_a_large_photo_file_follows_scan_max_pixels_too(big_photos):
     """`phototag similar FILE` decodes the file as a scan does (Pillow opened it directly before, so
     its own 89.5 MP guard refused the photo that scan had tagged)."""
     from phototag.search import SearchError
-    from phototag.search.index import embed_file
+    from phototag.search.embeddings import embed_file
     from phototag.tagging.builtin import BuiltinTagger
 
     vector = embed_file(big_photos["medium_format"], BuiltinTagger(faces=False), max_pixels=300_000_000)
