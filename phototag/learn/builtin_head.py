@@ -53,7 +53,7 @@ class BuiltinHead(TrainableHead):
         return self.tagger.weights_sha256
 
     def classifier(self) -> tuple[np.ndarray, np.ndarray]:
-        fc = self.tagger._load().get_classifier()
+        fc = self.tagger.network().get_classifier()
         return fc.weight.detach().float().cpu().numpy(), fc.bias.detach().float().cpu().numpy()
 
     def embedder(self, device: str):
@@ -83,7 +83,7 @@ class BuiltinHead(TrainableHead):
         probs = np.exp(logits)
         probs /= probs.sum(axis=1, keepdims=True)
         dummy = np.zeros(features.shape[1], dtype=np.float32)
-        return [{t.name for t in self.tagger._prediction(p.astype(np.float32), dummy, Faces()).tags} for p in probs]
+        return [{t.name for t in self.tagger.prediction(p.astype(np.float32), dummy, Faces()).tags} for p in probs]
 
     def train(self, items: Sequence[Reviewed], feats: Mapping[str, np.ndarray], epochs: int, device: str,
               lr: float, distill: float, seed: int = 0):

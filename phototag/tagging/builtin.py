@@ -348,7 +348,12 @@ class BuiltinTagger(Tagger):
         return PreparedPhoto(pixels, faces)
 
     # ---- predict (inference thread) ---------------------------------------------------------------
+    def network(self) -> Any:
+        """The EfficientNet-Lite0 network (loaded on first use, then kept until :meth:`close`)."""
+        return self._load()
+
     def _load(self) -> Any:
+        """Load the network once; a subclass with other weights (a fine-tuned head) overrides this."""
         with self._lock:
             if self._model is None:
                 self._model = load_efficientnet(self.weights_path)
@@ -364,7 +369,7 @@ class BuiltinTagger(Tagger):
 
         from phototag.tagging.models.efficientnet import logits_and_features
 
-        model = self._load()
+        model = self.network()
         pixels = pixels.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self.precision == "bf16"):
             logits, features = logits_and_features(model, pixels)
@@ -378,9 +383,10 @@ class BuiltinTagger(Tagger):
         import torch
 
         probs, embeddings = self.forward(torch.stack([p.pixels for p in batch]))
-        return [self._prediction(p, e, photo.faces) for p, e, photo in zip(probs, embeddings, batch)]
+        return [self.prediction(p, e, photo.faces) for p, e, photo in zip(probs, embeddings, batch)]
 
-    def _prediction(self, probs: np.ndarray, embedding: np.ndarray, faces: Faces) -> Prediction:
+    def prediction(self, probs: np.ndarray, embedding: np.ndarray, faces: Faces) -> Prediction:
+        """The tags one photo gets from its class probabilities ``[1000]`` and faces (no torch needed)."""
         table = self.tags
         n_classes = len(table.class_tags)
         counted = np.where(probs >= self.class_floor, probs, 0.0)
@@ -453,7 +459,3 @@ def load_efficientnet(path: Path) -> Any:
         raise TaggerError(f"{path} does not fit EfficientNet-Lite0: {e}") from e
     # channels-last makes the depthwise convolutions about 25 % cheaper on CPU (same results to 1e-5)
     return model.eval().to(memory_format=torch.channels_last)
-
-
-#: the old name, still imported by tests/tagging/test_builtin.py (to go once that imports load_efficientnet)
-load_model = load_efficientnet

@@ -185,9 +185,9 @@ class RamTagger(Tagger):
     def load(self) -> torch.nn.Module:
         with self._lock:
             if self._model is None:
-                from .weights import load_model
+                from .weights import load_pack_model
 
-                model, kind = load_model(self.weights_path, captioning=self.captions or None, arch=self.arch)
+                model, kind = load_pack_model(self.weights_path, captioning=self.captions or None, arch=self.arch)
                 if kind.kind != self.kind:
                     raise TaggerError(f"{self.weights_path} holds a {kind.kind} model, expected {self.kind}")
                 self.vocab.check_classes(kind.num_classes)

@@ -418,7 +418,7 @@ def convert_checkpoint(
 def load_converted(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a converted file (memory-mapped) → (state dict with aliases restored, metadata).
 
-    Keys as in the file (official layout); :func:`load_model` renames them for the model.
+    Keys as in the file (official layout); :func:`load_pack_model` renames them for the model.
     """
     from safetensors import SafetensorError, safe_open
 
@@ -461,7 +461,7 @@ def materialize(
     return model.eval()
 
 
-def load_model(
+def load_pack_model(
     path: Path | str, captioning: bool | None = None, arch: RamArch | None = None
 ) -> tuple[nn.Module, CheckpointKind]:
     """A ready (eval, fp32, CPU) model from a converted ``.safetensors`` or an official ``.pth``."""

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from phototag.tagging.base import TaggerError
-from phototag.tagging.builtin import DATA_FILE, BuiltinTagger, TagTable, load_model
+from phototag.tagging.builtin import DATA_FILE, BuiltinTagger, TagTable, load_efficientnet
 from phototag.tagging.models.efficientnet import (
     CheckpointMismatch,
     checkpoint_filter_fn,
@@ -91,7 +91,7 @@ def test_a_checkpoint_that_does_not_fit_fails_naming_the_key(shipped_state_dict,
     path = tmp_path / "missing.pth"
     torch.save(missing, path)
     with pytest.raises(TaggerError, match="bn2.running_var"):
-        load_model(path)
+        load_efficientnet(path)
 
 
 class NotATensor:  # a pickled object that weights_only loading must refuse
@@ -103,9 +103,9 @@ def test_weights_are_loaded_without_running_pickled_code(tmp_path):
     with open(path, "wb") as f:
         pickle.dump({"_fc.weight": NotATensor()}, f, protocol=2)
     with pytest.raises(TaggerError, match="cannot load"):
-        load_model(path)
+        load_efficientnet(path)
     with pytest.raises(TaggerError, match="missing"):
-        load_model(tmp_path / "nope.pth")
+        load_efficientnet(tmp_path / "nope.pth")
 
 
 # ---- tags on real photos ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from phototag.tagging.weights import (
     convert_checkpoint,
     identify,
     load_converted,
-    load_model,
+    load_pack_model,
     official_key_transform,
     prepare_state,
     read_checkpoint,
@@ -48,7 +48,7 @@ def test_convert_then_load_gives_the_same_logits_as_the_checkpoint(kind, tmp_pat
     reference = build_model(kind, arch=tiny_arch(kind), tagging_only=True)
     reference.load_state_dict({k: v for k, v in official_key_transform(state).items()
                                if k in reference.state_dict()}, strict=True)
-    model, info = load_model(result.path, arch=tiny_arch(kind))
+    model, info = load_pack_model(result.path, arch=tiny_arch(kind))
     # The conversion must be exact: every tensor the model holds equals the checkpoint's, bit for bit.
     loaded = model.state_dict()
     for key, value in reference.state_dict().items():
@@ -173,7 +173,7 @@ def test_converted_files_are_the_bytes_packs_made_before_timm_swin_hold(kind, tm
     keys = list(load_converted(result.path)[0])
     assert "visual_encoder.layers.0.downsample.reduction.weight" in keys  # official layout on disk
     assert not any(k.startswith("visual_encoder.layers.3.downsample") for k in keys)
-    model, _ = load_model(result.path, arch=tiny_arch(kind))
+    model, _ = load_pack_model(result.path, arch=tiny_arch(kind))
     assert model.visual_encoder.layers[3].downsample.reduction.weight.shape == (128, 256)  # timm's in memory
     assert torch.equal(model.state_dict()["visual_encoder.layers.1.downsample.norm.weight"],
                        tiny_official_state(kind)["visual_encoder.layers.0.downsample.norm.weight"])
@@ -187,6 +187,6 @@ def test_a_damaged_converted_file_is_reported_in_the_files_own_key_names(tmp_pat
     damaged = tmp_path / "damaged.safetensors"
     write_safetensors(damaged, state, meta)
     with pytest.raises(WeightsError) as err:
-        load_model(damaged, arch=tiny_arch("ram_plus"))
+        load_pack_model(damaged, arch=tiny_arch("ram_plus"))
     assert "1 missing: visual_encoder.layers.0.downsample.norm.weight" in str(err.value)
     assert "layers.1.downsample" not in str(err.value)
