@@ -98,7 +98,7 @@ def fail(message: str, code: int = 2) -> None:
 
     # a message may quote any file name: its undecodable bytes escaped, its brackets not markup
     message = _LONE_SURROGATE.sub(_escape_char, message)
-    console.print(f"[red]error:[/red] {escape(message)}")
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)  # one line, never folded mid-path
     raise typer.Exit(code)
 
 
@@ -187,3 +187,18 @@ def agreement_table(before: Any, after: Any, photos: int) -> None:
     for label, a in (("before", before), ("after", after)):
         table.add_row(label, f"{a.precision:.3f}", f"{a.recall:.3f}", f"{a.f1:.3f}")
     out.print(table)
+
+
+def print_table(table) -> None:
+    """On a terminal the table fills its width (the path column gets the most); into a pipe or
+    a file it is as wide as its rows need, so that no path is folded (rich would assume 80
+    columns there)."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    if out.is_terminal:
+        table.expand = True  # the columns' ratios share the width only in an expanded table
+        out.print(table)
+        return
+    width = Measurement.get(out, out.options.update(width=100_000), table).maximum
+    Console(highlight=False, soft_wrap=True, width=max(out.width, width)).print(table)

@@ -10,7 +10,7 @@ import typer
 from rich.table import Column, Table
 
 from phototag.cli.common import ListFormat, console, out, print_json
-from phototag.cli.search import print_table
+from phototag.cli.common import print_table
 from phototag.config import get_settings
 
 app = typer.Typer(help="Install and manage tagging models (RAM, RAM++, Tag2Text packs).", no_args_is_help=True)

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.table import Column, Table
 
-from phototag.cli.common import Format, console, markup_safe, open_library, out, paths_output, print_json
+from phototag.cli.common import Format, console, markup_safe, open_library, paths_output, print_json, print_table
 
 
 def register(app: typer.Typer) -> None:
@@ -60,21 +60,6 @@ def search(
     if not photos:
         _explain_chinese_names(lib, parsed)
         raise typer.Exit(1)
-
-
-def print_table(table) -> None:
-    """On a terminal the table fills its width (the path column gets the most); into a pipe or
-    a file it is as wide as its rows need, so that no path is folded (rich would assume 80
-    columns there)."""
-    from rich.console import Console
-    from rich.measure import Measurement
-
-    if out.is_terminal:
-        table.expand = True  # the columns' ratios share the width only in an expanded table
-        out.print(table)
-        return
-    width = Measurement.get(out, out.options.update(width=100_000), table).maximum
-    Console(highlight=False, soft_wrap=True, width=max(out.width, width)).print(table)
 
 
 #: CJK ideographs (and their extension A): a term written in Chinese

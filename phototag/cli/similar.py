@@ -50,7 +50,7 @@ def similar(
     elif fmt == Format.json:
         print_json([h.as_dict() for h in hits])
     else:
-        from phototag.cli.search import print_table
+        from phototag.cli.common import print_table
 
         # a path is never cut short: it gets the room left, and folds only on a narrow terminal
         table = Table(Column("#", justify="right", style="dim"), Column("score", justify="right"),

@@ -6,7 +6,7 @@ import typer
 from rich.table import Column, Table
 
 from phototag.cli.common import ListFormat, markup_safe, open_library, print_json
-from phototag.cli.search import print_table
+from phototag.cli.common import print_table
 
 
 def register(app: typer.Typer) -> None:
