@@ -103,8 +103,9 @@ def download(
 
 @app.command("list")
 def list_(fmt: ListFormat = typer.Option(ListFormat.table, "--format", "-f", help="table or json.")) -> None:
-    """Installed models (the built-in one and every pack)."""
+    """Installed models: the built-in one, every pack, fine-tuned versions and plugin taggers."""
     from phototag.tagging.packs import list_packs
+    from phototag.tagging.registry import list_taggers
 
     settings = get_settings()
     default = settings.default_model
@@ -115,6 +116,11 @@ def list_(fmt: ListFormat = typer.Option(ListFormat.table, "--format", "-f", hel
         rows.append({"name": p.name, "kind": p.kind, "classes": p.num_classes, "captions": p.captioning,
                      "default": default == p.name, "description": p.description, "weights_sha256": p.weights_sha256,
                      "source_sha256": p.source_sha256, "path": str(p.path)})
+    listed = {r["name"] for r in rows}
+    for info in list_taggers(settings):  # fine-tuned versions and plugin taggers (the registry resolves all)
+        if info.name not in listed:
+            rows.append({"name": info.name, "kind": info.kind, "classes": None, "captions": False,
+                         "default": info.is_default, "description": info.description, "weights_sha256": None})
     if fmt == ListFormat.json:
         print_json(rows)
         return
@@ -135,12 +141,14 @@ def _builtin_classes() -> int:
 
 
 @app.command("default")
-def default(name: str = typer.Argument(..., help="builtin or an installed pack's name.")) -> None:
+def default(name: str = typer.Argument(..., help="builtin, a pack, a fine-tuned version or a plugin tagger "
+                                                  "(`phototag models list`).")) -> None:
     """Make NAME the model that scan/watch/retag use by default."""
-    from phototag.tagging.packs import PackError, list_packs
+    from phototag.tagging.packs import PackError
+    from phototag.tagging.registry import list_taggers
 
     settings = get_settings()
-    names = ["builtin", *(p.name for p in list_packs(settings.models_dir))]
+    names = [info.name for info in list_taggers(settings)]
     if name not in names:
         raise PackError(f"no model called {name!r}; installed: {', '.join(names)}")
     settings.set_default_model(name)

@@ -99,6 +99,13 @@ def test_finetune_registers_a_new_version_that_retag_uses(scanned):
 
     listed = {i.name: i for i in list_taggers(lib.settings)}
     assert listed["builtin-ft1"].kind == "finetuned" and listed["builtin-ft1"].description == "fine-tuned from builtin"
+    # the CLI lists the version and accepts it as the default, as `finetune --set-default` does
+    home = str(lib.settings.home)
+    rows = json.loads(CliRunner().invoke(app, ["--home", home, "models", "list", "--format", "json"]).stdout)
+    assert {"name": "builtin-ft1", "kind": "finetuned"}.items() <= next(r for r in rows if r["name"] == "builtin-ft1").items()
+    made_default = CliRunner().invoke(app, ["--home", home, "models", "default", "builtin-ft1"])
+    assert made_default.exit_code == 0, made_default.output
+    lib.settings.set_default_model("builtin")
     v2 = get_tagger(lib.settings, "builtin-ft1")
     assert v2.name == "builtin-ft1" and v2.weights_sha256 == result.weights_sha256
     assert v2.settings()["faces"] is False  # keeps the settings of the model it was tuned from
