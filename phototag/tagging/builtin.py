@@ -277,9 +277,6 @@ class BuiltinTagger(Tagger):
         self.face_detector = FaceDetector(face_long_side, face_min_score) if faces else None
         if self.face_detector is not None and not FaceDetector.available():
             raise TaggerError("face detection needs dlib (pip install dlib-bin), or pass faces=False")
-        from phototag.tagging.models.efficientnet import PREPROCESS
-
-        self.preprocess = PREPROCESS
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -314,6 +311,14 @@ class BuiltinTagger(Tagger):
             },
             "precision": self.precision,
         }
+
+    @cached_property
+    def preprocess(self) -> Any:
+        """The resize/crop/normalisation that travels with the weights (its module imports torch, so it is
+        read when a photo is first prepared: a scan with nothing new to tag never loads torch)."""
+        from phototag.tagging.models.efficientnet import PREPROCESS
+
+        return PREPROCESS
 
     @cached_property
     def tags(self) -> TagTable:
