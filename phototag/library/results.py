@@ -19,6 +19,15 @@ from phototag.db.models import (
 from phototag.tagging.base import Prediction, Tagger
 
 
+def _model_output_row(session: Session, kind: type[Embedding] | type[Caption], photo_id: int, model_id: str):
+    """The photo's embedding or caption row from ``model_id`` (one per photo and model), made if absent."""
+    row = session.scalar(select(kind).where(kind.photo_id == photo_id, kind.model_id == model_id))
+    if row is None:
+        row = kind(photo_id=photo_id, model_id=model_id)
+        session.add(row)
+    return row
+
+
 class ModelResults:
     """Model runs and what they produce. Mixed into :class:`phototag.library.Library` (uses its tag
     rows: ``ensure_tags``)."""
@@ -53,10 +62,7 @@ class ModelResults:
             theirs = session.scalar(select(kind).where(kind.photo_id == source.id, kind.model_id == model_id))
             if theirs is None:
                 continue
-            mine = session.scalar(select(kind).where(kind.photo_id == photo.id, kind.model_id == model_id))
-            if mine is None:
-                mine = kind(photo_id=photo.id, model_id=model_id)
-                session.add(mine)
+            mine = _model_output_row(session, kind, photo.id, model_id)
             mine.model_run_id = theirs.model_run_id
             if kind is Embedding:
                 mine.dim, mine.vector = theirs.dim, theirs.vector
@@ -116,23 +122,13 @@ class ModelResults:
             import numpy as np  # here, not at the top: search/show never store a prediction
 
             vector = np.ascontiguousarray(prediction.embedding, dtype="<f4")
-            emb = session.scalar(
-                select(Embedding).where(Embedding.photo_id == photo.id, Embedding.model_id == tagger.model_id)
-            )
-            if emb is None:
-                emb = Embedding(photo_id=photo.id, model_id=tagger.model_id)
-                session.add(emb)
+            emb = _model_output_row(session, Embedding, photo.id, tagger.model_id)
             emb.model_run_id = run.id
             emb.dim = int(vector.shape[0])
             emb.vector = vector.tobytes()
             emb.created_at = now
         if prediction.caption is not None:
-            cap = session.scalar(
-                select(Caption).where(Caption.photo_id == photo.id, Caption.model_id == tagger.model_id)
-            )
-            if cap is None:
-                cap = Caption(photo_id=photo.id, model_id=tagger.model_id)
-                session.add(cap)
+            cap = _model_output_row(session, Caption, photo.id, tagger.model_id)
             cap.model_run_id = run.id
             cap.text = prediction.caption
             cap.created_at = now

@@ -269,19 +269,8 @@ class DigikamDatabase:
     def image_tag_paths(self, image_id: int) -> list[tuple[str, ...]]:
         """Every tag of an image as a path of names (for tests and ``--dry-run`` reports)."""
         assert self.conn is not None
-        rows = {int(i): (int(p), n) for i, p, n in self.conn.execute("SELECT id, pid, name FROM Tags")}
-        paths = []
-        for (tag_id,) in self.conn.execute("SELECT tagid FROM ImageTags WHERE imageid = ?", (image_id,)):
-            names: list[str] = []
-            current = int(tag_id)
-            seen: set[int] = set()
-            while current in rows and current not in seen:
-                seen.add(current)
-                pid, name = rows[current]
-                names.append(name)
-                current = pid
-            paths.append(tuple(reversed(names)))
-        return sorted(paths)
+        return self._paths({int(t) for (t,) in self.conn.execute("SELECT tagid FROM ImageTags WHERE imageid = ?",
+                                                                 (image_id,))})
 
     # -- the write ----------------------------------------------------------------------------
     def set_image_tags(self, image_id: int, paths: Iterable[Sequence[str]]) -> tuple[int, int]:
