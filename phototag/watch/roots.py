@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 from sqlalchemy import select
 
 from phototag.db.models import Photo, PhotoStatus
+from phototag.ingest.keywords import sidecar_stat
 from phototag.ingest.queue import PRIORITY_CATCH_UP
 from phototag.ingest.walk import is_ignored_name, is_skipped_dir, iter_photo_files
 from phototag.watch.errors import FATAL_AFTER
@@ -171,7 +172,7 @@ class Roots:
         with w.library.session() as session:
             known = {
                 r.path: r for r in session.execute(
-                    select(Photo.path, Photo.size, Photo.mtime, Photo.status, Photo.tagged_run_id)
+                    select(Photo.path, Photo.size, Photo.mtime, Photo.status, Photo.tagged_run_id, Photo.sidecar_stat)
                     .where(Photo.path.startswith(prefix, autoescape=True))
                 )
             }
@@ -186,7 +187,8 @@ class Roots:
             row = known.get(path)
             if row is not None and row.size == found.size and row.mtime == found.mtime and (
                 row.status == PhotoStatus.error.value
-                or (row.status == PhotoStatus.ok.value and row.tagged_run_id is not None)
+                or (row.status == PhotoStatus.ok.value and row.tagged_run_id is not None
+                    and _sidecar_unchanged(row.sidecar_stat, found.path))
             ):
                 continue
             if w.events.is_pending(path):
@@ -254,3 +256,10 @@ class Roots:
         else:
             log.info("up to date: every photo in %s is tagged; watching for new ones (Ctrl-C stops)", roots,
                      extra={"event": "caught_up", "count": 0})
+
+
+def _sidecar_unchanged(recorded: str | None, photo: Path) -> bool:
+    """The photo's sidecars are as they were when their keywords were last read (a library from
+    before sidecar stats, None, counts as read when the photo has no sidecar)."""
+    now = sidecar_stat(photo)
+    return recorded == now or (recorded is None and now == "")

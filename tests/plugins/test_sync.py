@@ -252,6 +252,30 @@ def test_the_watcher_reads_a_sidecar_another_app_changes_without_the_model(tmp_p
         lib.close()
 
 
+def test_a_sidecar_edited_while_the_watcher_was_off_is_read_at_its_start(tmp_path):
+    """The start-up catch-up compares the sidecars' stats too, not only the photos' own."""
+    from phototag_plugin_helpers import make_home
+    from watch.helpers import ColourTagger, model_work as work_of, tag_names, wait_for, watching, write_photo
+
+    from phototag.library import Library
+
+    settings = make_home(tmp_path, {"plugins": {"enabled": ["xmp"]}})
+    lib = Library(settings)
+    root = tmp_path / "Pictures"
+    root.mkdir()
+    try:
+        a = write_photo(root / "a.jpg", 1)
+        with watching(lib, ColourTagger(), [root]):
+            wait_for(lambda: bool(tag_names(lib, a)), what="a.jpg tagged")
+        work = work_of(lib)
+        exiftool(root / "a.xmp", "-XMP-dc:Subject=postcard")  # another app, while no watcher runs
+        with watching(lib, ColourTagger(), [root]):
+            wait_for(lambda: "postcard" in tag_names(lib, a), what="the sidecar read at start-up")
+        assert work_of(lib) == work  # no model work for a keyword
+    finally:
+        lib.close()
+
+
 def _stat(photo: Path) -> str:
     from phototag.ingest.keywords import sidecar_stat
 
