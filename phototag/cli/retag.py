@@ -94,4 +94,4 @@ def render(report) -> None:
         if len(report.changed) > 40:
             out.print(f"… and {len(report.changed) - 40} more photos (--format json lists all)")
     for path, why in (report.failed + report.skipped)[:20]:
-        console.print(f"  [red]✗[/red] {markup_safe(path)}: {markup_safe(why)}")
+        console.print(f"  [red]✗[/red] {markup_safe(path)}: {markup_safe(why)}", soft_wrap=True)

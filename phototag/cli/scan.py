@@ -71,7 +71,7 @@ def scan(
     if report.busy:
         console.print(f"  {report.busy} being tagged by another phototag process (left to it)")
     for path, error in report.errors[:20]:
-        console.print(f"  [red]✗[/red] {markup_safe(str(path))}: {markup_safe(str(error))}")
+        console.print(f"  [red]✗[/red] {markup_safe(str(path))}: {markup_safe(str(error))}", soft_wrap=True)
     if len(report.errors) > 20:
         console.print(f"  … and {len(report.errors) - 20} more (phototag search status:error)")
     if gone:
