@@ -62,3 +62,22 @@ def sample_photos(tmp_path_factory):
     for name in ("chelsea", "coffee", "astronaut", "rocket", "china", "flower"):
         save_sample(name, folder / f"{name}.jpg")
     return folder
+
+
+def cli(home: Path, *args, code: int = 0):
+    """``phototag --home HOME ARGS`` in this process (typer's runner); asserts the exit code."""
+    from typer.testing import CliRunner
+
+    from phototag.cli import app
+
+    result = CliRunner().invoke(app, ["--home", str(home), *map(str, args)])
+    assert result.exit_code == code, result.output
+    return result
+
+
+def cli_scan(home: Path, folder: Path) -> dict:
+    """``phototag scan FOLDER --format json``'s report."""
+    import json
+
+    out = cli(home, "scan", folder, "--format", "json").stdout
+    return json.loads(out[out.index("{"):])

@@ -10,21 +10,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from conftest import save_sample
-from phototag.cli import app
-
-
-def cli(home: Path, *args: str, code: int = 0):
-    result = CliRunner().invoke(app, ["--home", str(home), *map(str, args)])
-    assert result.exit_code == code, result.output
-    return result
+from conftest import cli, save_sample
+from conftest import cli_scan as scan
 
 
-def scan(home: Path, folder: Path) -> dict:
-    out = cli(home, "scan", folder, "--format", "json").stdout
-    return json.loads(out[out.index("{"):])
 
 
 def listed(home: Path, photo: Path) -> dict:

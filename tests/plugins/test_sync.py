@@ -5,31 +5,20 @@ sidecars (as digiKam, Lightroom or a script would)."""
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import save_sample
+from conftest import cli, save_sample
+from conftest import cli_scan as scan
 from phototag_plugin_helpers import exiftool_json, needs_exiftool
-from typer.testing import CliRunner
 
-from phototag.cli import app
 
 pytestmark = needs_exiftool
 
 
-def cli(home: Path, *args: str, code: int = 0):
-    result = CliRunner().invoke(app, ["--home", str(home), *map(str, args)])
-    assert result.exit_code == code, result.output
-    return result
-
-
-def scan(home: Path, folder: Path) -> dict:
-    out = cli(home, "scan", folder, "--format", "json").stdout
-    return json.loads(out[out.index("{"):])
 
 
 def tags(home: Path, photo: Path) -> dict[str, str]:
