@@ -7,12 +7,14 @@ import datetime as dt
 import functools
 import re
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 import phototag_migrations
@@ -92,9 +94,12 @@ def on_new_connection(setup: ConnectionSetup) -> ConnectionSetup:
 
 def _on_connect(dbapi_conn: sqlite3.Connection, _record) -> None:
     cursor = dbapi_conn.cursor()
+    # the wait for another process's lock first: switching a new library to WAL needs a lock that a
+    # process creating the schema at the same moment holds (seen: "database is locked" after the
+    # driver's default 5 s, with two scans starting on a new library on a busy machine)
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
     for setup in list(_connection_setups):
@@ -120,7 +125,7 @@ def copy_database(source: Path, target: Path) -> None:
 
 
 def make_engine(path: Path) -> Engine:
-    engine = create_engine(f"sqlite:///{path}", future=True)
+    engine = create_engine(f"sqlite:///{path}", future=True, connect_args={"timeout": 30})
     event.listen(engine, "connect", _on_connect)
     return engine
 
@@ -231,11 +236,20 @@ def open_database(path: Path | str, upgrade: bool = True) -> Database:
     engine = make_engine(path)
     db = Database(path=path, engine=engine, sessionmaker=sessionmaker(engine, expire_on_commit=False))
     try:
-        if upgrade and not db.at_head():
-            db.upgrade()
-        else:
-            with engine.connect():
-                pass
+        for attempt in range(6):
+            try:
+                if upgrade and not db.at_head():
+                    db.upgrade()
+                else:
+                    with engine.connect():
+                        pass
+                break
+            except OperationalError as exc:
+                # SQLite answers some lock conflicts at once, without waiting out busy_timeout (another
+                # process opening or upgrading the same library this instant): try again, briefly
+                if "locked" not in str(exc) or attempt == 5:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
     except Exception as exc:  # sqlite3.DatabaseError: not a database, locked, …
         engine.dispose()
         if isinstance(exc, DatabaseError):
