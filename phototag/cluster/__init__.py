@@ -1,0 +1,1 @@
+"""Tagging on a Ray cluster (scan --ray / retag --ray): issue 14."""

@@ -1,0 +1,1 @@
+"""phototag serve: the local web app to browse, search and review tags (issue 15)."""
