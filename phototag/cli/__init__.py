@@ -46,6 +46,7 @@ app = typer.Typer(
 COMMANDS: dict[str, str] = {
     "scan": "Tag every new or changed photo under PATH.",
     "watch": "Watch folders and tag photos as they arrive.",
+    "serve": "Browse, search and correct the library's tags in a web browser.",
     "status": "Show whether `phototag watch` runs for this home, the queue, errors and the last tagged photo.",
     "search": "Find photos. Exits 1 when nothing matched (like grep).",
     "similar": "Show the photos that look most like PHOTO, most similar first.",

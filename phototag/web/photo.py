@@ -1,0 +1,234 @@
+"""The photo page (``/photos/ID``): preview, tags with score/source/model, caption, EXIF, similar
+photos, neighbours in the result set; and the two corrections (add a tag, remove a tag).
+
+Image bytes are only ever those of a library photo named by its id: no path comes from the request."""
+
+from __future__ import annotations
+
+import io
+from urllib.parse import urlencode
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from phototag.errors import PhototagError
+from phototag.web.common import get_library, photo_or_404, render, require_csrf, writing
+
+#: longest side of the photo page's preview, in pixels
+PREVIEW_SIZE = 1600
+
+#: the EXIF facts the page lists (key of ``phototag show --format json``, label)
+EXIF_FIELDS = [
+    ("taken_at", "Taken"), ("taken_at_offset", "UTC offset"), ("camera_make", "Camera make"),
+    ("camera_model", "Camera"), ("lens", "Lens"), ("iso", "ISO"), ("exposure_time", "Exposure"),
+    ("f_number", "Aperture"), ("focal_length", "Focal length"), ("width", "Width"), ("height", "Height"),
+    ("format", "Format"), ("size", "File size"), ("gps_lat", "Latitude"), ("gps_lon", "Longitude"),
+    ("orientation", "Orientation"), ("status", "Status"), ("error", "Error"), ("added_at", "Added"),
+    ("tagged_at", "Tagged"), ("sha256", "SHA-256"),
+]
+
+
+def _photo_id(request: Request) -> int:
+    return request.path_params["photo_id"]
+
+
+def image_of(lib, photo, size: int) -> Response:
+    """The photo as a JPEG whose longest side is at most ``size``: the thumbnail cache's file
+    when there is one (phototag.web.thumbnails), else made now."""
+    try:
+        from phototag.web.thumbnails import thumbnail_path
+    except ImportError as exc:
+        if exc.name != "phototag.web.thumbnails":
+            raise
+        thumbnail_path = None
+    try:
+        if thumbnail_path is not None:
+            return FileResponse(thumbnail_path(lib, photo, size), media_type="image/jpeg",
+                                headers={"cache-control": "private, max-age=3600"})
+        return Response(_jpeg(photo, size), media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
+    except PhototagError as exc:
+        raise HTTPException(404, f"photo {photo.id} cannot be shown: {exc}") from exc
+
+
+def _jpeg(photo, size: int) -> bytes:
+    from phototag.db.models import decode_path
+    from phototag.ingest.decode import decode_photo
+
+    decoded = decode_photo(decode_path(photo.path), min_side=size)
+    image = decoded.image
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+async def thumbnail(request: Request) -> Response:
+    lib = get_library(request)
+    size = int(lib.settings.get("serve.thumbnail_size") or 360)
+    return await run_in_threadpool(_image_response, lib, _photo_id(request), size)
+
+
+async def preview(request: Request) -> Response:
+    return await run_in_threadpool(_image_response, get_library(request), _photo_id(request), PREVIEW_SIZE)
+
+
+def _image_response(lib, photo_id: int, size: int) -> Response:
+    with lib.session() as session:
+        photo = photo_or_404(session, photo_id)
+        session.expunge(photo)
+    return image_of(lib, photo, size)
+
+
+def _neighbours(lib, session, photo_id: int, query: str | None, index: str | None) -> dict | None:
+    """Where the photo stands in the result set of ``query`` (the link carried q and its index):
+    {index, total, prev, next} (prev/next: links, or None at the ends). None without a query or
+    when the photo is no longer in its results."""
+    from phototag.web.search import result_ids
+
+    if query is None:
+        return None
+    try:
+        ids = result_ids(lib, session, query)
+    except PhototagError:
+        return None
+    try:
+        i = int(index) if index is not None else -1
+    except ValueError:
+        i = -1
+    if not (0 <= i < len(ids) and ids[i] == photo_id):
+        if photo_id not in ids:
+            return None
+        i = ids.index(photo_id)
+
+    def link(j: int) -> str | None:
+        return f"/photos/{ids[j]}?" + urlencode({"q": query, "i": j}) if 0 <= j < len(ids) else None
+
+    return {"index": i, "total": len(ids), "prev": link(i - 1), "next": link(i + 1),
+            "back": "/?" + urlencode({"q": query, "page": i // 100 + 1})}
+
+
+def _similar(lib, session, photo_id: int) -> list[dict]:
+    """Up to 12 photos that look most like this one (what ``phototag similar #ID`` lists); none
+    when the library has no embeddings."""
+    from phototag.search import SearchError
+    from phototag.search.service import find_similar
+
+    try:
+        hits = find_similar(lib, session, f"#{photo_id}", limit=13)
+    except (SearchError, PhototagError):
+        return []
+    return [{"id": h.photo_id, "name": h.path.rsplit("/", 1)[-1], "score": h.score}
+            for h in hits if h.photo_id != photo_id][:12]
+
+
+def _shown(key: str, value) -> str:
+    if key == "exposure_time" and isinstance(value, (int, float)) and value > 0:
+        n = 1 / value
+        return f"{round(value, 1):g} s" if value >= 1 else (
+            f"1/{round(n)} s" if value < 0.25 or abs(n - round(n)) < 0.02 * n else f"{round(value, 2):g} s")
+    if key == "f_number" and isinstance(value, (int, float)) and value > 0:
+        return f"f/{round(value, 1):g}"
+    if key == "focal_length" and isinstance(value, (int, float)) and value > 0:
+        return f"{round(value, 1):g} mm"
+    if key == "size" and isinstance(value, int):
+        return f"{value:,} bytes"
+    return str(value)
+
+
+def photo_page(request: Request) -> Response:
+    from phototag.db.models import decode_path
+    from phototag.library import photo_as_dict
+
+    lib = get_library(request)
+    photo_id = _photo_id(request)
+    query = request.query_params.get("q")
+    with lib.session() as session:
+        photo = photo_or_404(session, photo_id)
+        data = photo_as_dict(lib, session, photo)
+        removed = _removed_tags(session, photo_id)
+        neighbours = _neighbours(lib, session, photo_id, query, request.query_params.get("i"))
+        similar = _similar(lib, session, photo_id)
+    path = decode_path(data["path"])
+    exif = [(label, _shown(key, data[key])) for key, label in EXIF_FIELDS if data.get(key) is not None]
+    back = f"?{urlencode({'q': query, 'i': neighbours['index']})}" if neighbours else ""
+    return render(request, "photo.html", photo=data, name=path.rsplit("/", 1)[-1], path=path, exif=exif,
+                  removed=removed, neighbours=neighbours, similar=similar, q=query or "", here=back,
+                  message=request.query_params.get("message"))
+
+
+def _removed_tags(session, photo_id: int) -> list[str]:
+    from sqlalchemy import select
+
+    from phototag.db.models import Tag, TagRemoval
+
+    return list(session.scalars(select(Tag.name).join(TagRemoval, TagRemoval.tag_id == Tag.id)
+                                .where(TagRemoval.photo_id == photo_id).order_by(Tag.name)))
+
+
+async def add_tag(request: Request) -> Response:
+    form = await request.form()
+    require_csrf(request, form)
+    names = [n.strip() for n in str(form.get("tag") or "").split(",") if n.strip()]
+    if not names:
+        return _back(request, form, "give a tag name to add")
+    return await run_in_threadpool(_change, request, form, names, "add")
+
+
+async def remove_tag(request: Request) -> Response:
+    form = await request.form()
+    require_csrf(request, form)
+    name = str(form.get("tag") or "").strip()
+    if not name:
+        return _back(request, form, "give a tag name to remove")
+    return await run_in_threadpool(_change, request, form, [name], "remove")
+
+
+def _change(request: Request, form, names: list[str], action: str) -> Response:
+    """Add or remove ``names`` as ``phototag tag add|remove`` does (the same library calls; a
+    removal is remembered, so a re-tag does not give the tag back), then tell the plugins (the
+    automatic export writes the sidecar) as the command does after its commit."""
+    from phototag.plugins import photos_tagged
+
+    lib = get_library(request)
+    photo_id = _photo_id(request)
+    with writing(request) as session:
+        photo = photo_or_404(session, photo_id)
+        if action == "add":
+            changed = lib.add_manual_tags(session, photo, names)
+        else:
+            present = {t["name"] for t in lib.photo_tags(session, photo_id)}
+            absent = [n for n in names if n not in present]
+            if absent:
+                from phototag.db.models import decode_path
+
+                have = ", ".join(sorted(present)) or "none"
+                return _back(request, form, f"{decode_path(photo.path)} has no tag {', '.join(map(repr, absent))}; "
+                             f"nothing removed (its tags: {have})")
+            changed = lib.remove_tags(session, photo, names)
+    errors = photos_tagged(lib, [photo_id]) if changed else []
+    verb = "added" if action == "add" else "removed"
+    message = f"{verb} {', '.join(changed)}" if changed else f"nothing {verb}"
+    if errors:
+        message += "; plugin: " + "; ".join(errors)
+    return _back(request, form, message)
+
+
+def _back(request: Request, form, message: str) -> Response:
+    """Back to the photo page (Post/Redirect/Get), keeping the result set it was opened from."""
+    params = {"message": message}
+    for key in ("q", "i"):
+        if form.get(key) is not None and str(form.get(key)) != "":
+            params[key] = str(form.get(key))
+    return RedirectResponse(f"/photos/{_photo_id(request)}?" + urlencode(params), status_code=303)
+
+
+routes = [
+    Route("/photos/{photo_id:int}", photo_page, name="photo"),
+    Route("/photos/{photo_id:int}/preview", preview, name="preview"),
+    Route("/thumb/{photo_id:int}", thumbnail, name="thumbnail"),
+    Route("/photos/{photo_id:int}/tags/add", add_tag, methods=["POST"], name="add_tag"),
+    Route("/photos/{photo_id:int}/tags/remove", remove_tag, methods=["POST"], name="remove_tag"),
+]
