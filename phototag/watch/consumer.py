@@ -125,6 +125,7 @@ class Consumer:
         self.catching_up = False
         log.info("caught up: %d photos tagged, %d could not be read; watching for new ones (Ctrl-C stops)",
                  stats.tagged, stats.failed, extra={"event": "caught_up", "count": stats.tagged})
+        self.watcher.models.check_soon()  # background re-tags waited for the catch-up's photos
 
     def model_key(self) -> str:
         """What a photo set aside now fails with: this phototag, the model and its weights."""

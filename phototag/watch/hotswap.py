@@ -4,7 +4,10 @@ Every ``retag.check_seconds`` (in the event thread) ``config.toml`` is read agai
 ``default_model`` changed, the tagger of the new default is built (the registry,
 :func:`phototag.tagging.registry.get_tagger`) and handed to the calling thread, which swaps it in
 between two pipeline runs. Then the photos due for re-tagging (:mod:`phototag.retag.policy`) are
-queued with the queue's lowest priority, so new photos are tagged first.
+queued with the queue's lowest priority, so new photos are tagged first. None is queued while the
+start-up catch-up's photos are still being tagged (the consumer says "caught up" first, then asks
+for a check at once): queued together, re-tags claimed after the last new photo would still be
+decoded beside it, and a batch of re-tags could be stored before it.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ class ModelFollower:
         #: rebuild the tagger when ``default_model`` changes (False for ``phototag watch --model X``)
         self.follow_default_model = follow_default_model
         self._load_tagger = load_tagger
-        self.next_check = 0.0  # monotonic; the first check runs right after the catch-up pass
+        self.next_check = 0.0  # monotonic; the first check runs right after the catch-up pass (see check)
         self._settings = settings  # config.toml as last read (re-read every check_seconds)
         self._loaded_for = settings.default_model  # the default model name the tagger was built for
         self.next_tagger: Tagger | None = None  # built by the event thread, swapped in by the calling thread
@@ -77,6 +80,8 @@ class ModelFollower:
             self._log_once(logging.WARNING, "background re-tagging is off: this watcher tags with %s, "
                            "the default model is %s", tagger.name, default, extra={"event": "retag_off"})
             return
+        if w.consumer.catching_up:  # the catch-up's photos first; the consumer calls check_soon() after
+            return
         try:
             queued = schedule_background_retag(w.library, settings, now=dt.datetime.now().astimezone(),
                                                weights_sha256=self.weights_sha256(tagger))
@@ -87,6 +92,10 @@ class ModelFollower:
             log.info("queued %d photos for background re-tagging with %s", queued, tagger.name,
                      extra={"event": "retag_queued", "count": queued, "model": tagger.name})
             w.wakeup.set()
+
+    def check_soon(self) -> None:
+        """Run the next check at the event loop's next turn (the catch-up's photos are all tagged)."""
+        self.next_check = 0.0
 
     def weights_sha256(self, tagger: Tagger) -> str:
         """The tagger's weights hash, computed once per tagger (some hash their weights file on each call)."""
