@@ -43,22 +43,35 @@ def phototag_command() -> list[str]:
     return [str(Path(sys.executable).absolute()), "-m", "phototag"]
 
 
-def _systemd_quote(arg: str) -> str:
+def _systemd_quote(arg: str, command: bool = False) -> str:
     # systemd's ExecStart is not a shell: it expands % specifiers and $VARS (doubled, they stay literal)
     # and reads C escapes even inside single quotes, so shlex.quote mangles a backslash or "$HOME" in
     # a path. Plain words stay bare; others go in double quotes, backslash and quote escaped
-    # (systemd.syntax(7)).
-    arg = arg.replace("%", "%%").replace("$", "$$")
+    # (systemd.syntax(7)). A unit file must be UTF-8, a path need not be: a byte that is not UTF-8
+    # (a surrogate-escaped name, ``os.fsdecode``) and a control character (a newline would end the
+    # line) are written as ``\xHH``, which systemd turns back into that very byte. The command itself
+    # (the first word) gets no $VAR expansion: a ``$`` there stays single.
+    arg = arg.replace("%", "%%")
+    if not command:
+        arg = arg.replace("$", "$$")
     if arg and re.fullmatch(r"[\w@%+=:,./-]+", arg):
         return arg
-    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    out = []
+    for ch in arg.replace("\\", "\\\\").replace('"', '\\"'):
+        if "\udc80" <= ch <= "\udcff":  # an undecodable byte, as os.fsdecode keeps it
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def service_unit(home: Path, roots: list[Path], extra_args: list[str] | None = None,
                  command: list[str] | None = None) -> str:
     argv = [*(command or phototag_command()), "--home", str(home), "watch", *(extra_args or []),
             "--log-format", "json", *[str(r) for r in roots]]
-    exec_start = " ".join(_systemd_quote(a) for a in argv)
+    exec_start = " ".join(_systemd_quote(a, command=i == 0) for i, a in enumerate(argv))
     return (
         "[Unit]\n"
         "Description=phototag: tag new photos as they arrive\n"

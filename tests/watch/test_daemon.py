@@ -237,6 +237,45 @@ def test_service_unit_quotes_paths_the_way_systemd_reads_them():
                           "\"/p/My Pics $$HOME 50%% \\\"x\\\" a\\\\b 'q'\"")
 
 
+def test_service_install_for_a_root_whose_name_is_not_utf8(tmp_path):
+    """A folder named in Latin-1 (a NAS share) and one with a newline: the unit file is valid UTF-8,
+    and systemd itself reads the escaped words back as the exact bytes of the paths."""
+    import shutil
+
+    from phototag.watch.service import service_unit
+
+    base = os.fsencode(tmp_path)
+    latin1 = base + b"/photos_\xe9t\xe9 $HOME 50%"
+    newline = base + b"/new\nline"
+    for d in (latin1, newline):
+        os.mkdir(d)
+    env = {**os.environ, "HOME": str(tmp_path / "user"), "XDG_CONFIG_HOME": str(tmp_path / "user" / ".config")}
+    done = subprocess.run([os.fsencode(PY), b"-m", b"phototag", b"--home", os.fsencode(tmp_path / "home"),
+                           b"service", b"install", latin1, newline], capture_output=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    unit = (tmp_path / "user" / ".config" / "systemd" / "user" / "phototag.service").read_bytes()
+    text = unit.decode("utf-8")  # a unit file must be UTF-8
+    exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.endswith(' "' + str(tmp_path) + '/photos_\\xe9t\\xe9 $$HOME 50%%" "'
+                               + str(tmp_path) + '/new\\x0aline"')
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed: cannot have systemd read the unit back")
+    # systemd checks that a unit's command exists: put one under the Latin-1 folder and name it in a
+    # unit quoted the same way; `verify` fails ("is not executable") unless systemd decoded the exact
+    # bytes. (A command's name may not hold a newline, so that folder is checked by the text above.)
+    exe = latin1 + b"/run"
+    with open(exe, "wb") as f:
+        f.write(b"#!/bin/sh\n")
+    os.chmod(exe, 0o755)
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / "t.service").write_text(service_unit(tmp_path / "home", [Path(os.fsdecode(latin1))],
+                                                  command=[os.fsdecode(exe)]), encoding="utf-8")
+    check = subprocess.run(["systemd-analyze", "verify", "--man=no", "t.service"], cwd=units,
+                           capture_output=True, text=True, errors="replace", timeout=60)
+    assert check.returncode == 0 and "not executable" not in check.stderr, check.stderr
+
+
 def photo_with_corrupt_exif(dest: Path) -> Path:
     """A real photo (scikit-image's cat) whose EXIF block is cut short: Pillow warns ("Corrupt EXIF
     data") through Python's warnings, exiv2 complains through its own log handler."""
