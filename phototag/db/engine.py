@@ -1,4 +1,9 @@
-"""Opening the library database: engine, SQLite PRAGMAs, and Alembic upgrades with a backup first."""
+"""Opening the library database: engine, SQLite PRAGMAs, and Alembic upgrades with a backup first.
+
+The library is a SQLite file in the home (the default) or, with the ``database_url`` setting, a
+PostgreSQL database shared by several processes and machines (``postgresql+psycopg://…``). What
+differs between the two is decided here and in :mod:`phototag.db.sql`; the layers above write one
+SQL for both."""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -75,21 +81,33 @@ def _stored_revision(conn) -> str | None:
     return rows[0][0] if len(rows) == 1 else None
 
 
-ConnectionSetup = Callable[[sqlite3.Connection], None]
-#: run on every new connection of a library engine, after the PRAGMAs (see :func:`on_new_connection`)
-_connection_setups: list[ConnectionSetup] = []
+ConnectionSetup = Callable[[object], None]
+#: run on every new connection of a library engine of that dialect, after the PRAGMAs on SQLite
+#: (see :func:`on_new_connection`)
+_connection_setups: dict[str, list[ConnectionSetup]] = {"sqlite": [], "postgresql": []}
 
 
-def on_new_connection(setup: ConnectionSetup) -> ConnectionSetup:
-    """Have ``setup(dbapi_conn)`` run on every SQLite connection a library engine opens from now on.
+def on_new_connection(setup: ConnectionSetup | None = None, *, dialect: str = "sqlite"):
+    """Have ``setup(dbapi_conn)`` run on every connection of ``dialect`` (``sqlite``: a
+    ``sqlite3.Connection``; ``postgresql``: a ``psycopg.Connection``) a library engine opens from now on.
 
-    How a layer above the database gives SQLite what its SQL needs without this layer knowing it:
-    the query language registers its ``REGEXP`` and ``phototag_fold()`` functions when it is
-    imported (:mod:`phototag.query.compile`). Registering the same function again does nothing;
-    usable as a decorator."""
-    if setup not in _connection_setups:
-        _connection_setups.append(setup)
+    How a layer above the database gives the database what its SQL needs without this layer knowing
+    it: the query language registers its ``REGEXP`` and ``phototag_fold()`` functions on SQLite, and
+    makes sure PostgreSQL has its ``phototag_fold()``, when it is imported
+    (:mod:`phototag.query.compile`). A PostgreSQL setup must leave no transaction open (commit or
+    roll back). Registering the same function again does nothing; usable as a decorator (with or
+    without the ``dialect`` argument)."""
+    if setup is None:
+        return lambda fn: on_new_connection(fn, dialect=dialect)
+    setups = _connection_setups[dialect]
+    if setup not in setups:
+        setups.append(setup)
     return setup
+
+
+def _on_connect_postgresql(dbapi_conn, _record) -> None:
+    for setup in list(_connection_setups["postgresql"]):
+        setup(dbapi_conn)
 
 
 def _on_connect(dbapi_conn: sqlite3.Connection, _record) -> None:
@@ -102,7 +120,7 @@ def _on_connect(dbapi_conn: sqlite3.Connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-    for setup in list(_connection_setups):
+    for setup in list(_connection_setups["sqlite"]):
         setup(dbapi_conn)
 
 
@@ -124,29 +142,104 @@ def copy_database(source: Path, target: Path) -> None:
         src.close()
 
 
-def make_engine(path: Path) -> Engine:
-    engine = create_engine(f"sqlite:///{path}", future=True, connect_args={"timeout": 30})
+#: the key of PostgreSQL's transaction-level advisory locks that stand in for SQLite's write lock: one
+#: for ``session(immediate=True)`` sections, one for schema upgrades (any two fixed 64-bit numbers)
+IMMEDIATE_LOCK = 0x70686F746F746167  # "phototag"
+UPGRADE_LOCK = IMMEDIATE_LOCK + 1
+
+
+def is_url(target: Path | str) -> bool:
+    """Whether ``target`` is a database URL (``dialect[+driver]://…``) rather than a file path."""
+    return isinstance(target, str) and "://" in target
+
+
+def make_engine(target: Path | str) -> Engine:
+    """An engine for a SQLite file (a path, with phototag's PRAGMAs on every connection) or a
+    database URL (PostgreSQL: a small pool whose connections are checked before use, as a server
+    may have closed them)."""
+    if is_url(target):
+        try:
+            url = make_url(target)
+        except ArgumentError as exc:
+            raise DatabaseError(f"database_url: not a database URL: {target!r}") from exc
+        if url.get_backend_name() == "sqlite":
+            target = Path(url.database or "")
+        elif url.get_backend_name() != "postgresql":
+            raise DatabaseError(f"database_url: {url.get_backend_name()} is not supported "
+                                "(a PostgreSQL URL, postgresql+psycopg://user@host:5432/name, or unset for SQLite)")
+        else:
+            if url.drivername == "postgresql":  # no driver named: psycopg 3 (a dependency), not psycopg2
+                url = url.set(drivername="postgresql+psycopg")
+            try:
+                engine = create_engine(url, future=True, pool_size=5, max_overflow=10, pool_pre_ping=True,
+                                       pool_recycle=3600)
+            except ImportError as exc:
+                raise DatabaseError(f"database_url: the driver for {url.drivername} is not installed: {exc}") from exc
+            event.listen(engine, "connect", _on_connect_postgresql)
+            return engine
+    engine = create_engine(f"sqlite:///{target}", future=True, connect_args={"timeout": 30})
     event.listen(engine, "connect", _on_connect)
     return engine
 
 
+def describe(target: Path | str) -> str:
+    """How a library database is named in messages: its path, or its URL without the password."""
+    if is_url(target):
+        try:
+            return make_url(target).render_as_string(hide_password=True)
+        except ArgumentError:
+            return "the database_url"
+    return str(target)
+
+
+def library_target(settings) -> Path | str:
+    """Where the library of ``settings`` lives: its ``database_url`` when set, else the SQLite file
+    in its home. Every command that opens a library asks this (one place decides)."""
+    url = settings.get("database_url")
+    return str(url) if url else settings.db_path
+
+
 @dataclass
 class Database:
-    path: Path
+    #: the SQLite file; None for a server database (see :attr:`url`)
+    path: Path | None
     engine: Engine
     sessionmaker: sessionmaker[Session]
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    @property
+    def url(self) -> str:
+        """The database's URL, password hidden (for messages)."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def name(self) -> str:
+        """The database as messages name it: the SQLite file's path, or the URL."""
+        return str(self.path) if self.path is not None else self.url
 
     @contextlib.contextmanager
     def session(self, immediate: bool = False) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error.
 
-        ``immediate``: the transaction starts with SQLite's ``BEGIN IMMEDIATE`` (the write lock, waiting
-        up to busy_timeout for another writer), so that everything it reads stays true until it
-        commits: a check-then-insert cannot race another process. Otherwise the driver begins the
-        transaction at its first write, and reads before that see whatever was committed then."""
+        ``immediate``: the transaction first takes the library's write lock, waiting for another
+        writer, so that everything it reads stays true until it commits: a check-then-insert cannot
+        race another process. On SQLite that is ``BEGIN IMMEDIATE`` (busy_timeout bounds the wait); on
+        PostgreSQL a transaction-level advisory lock (:data:`IMMEDIATE_LOCK`) that every immediate
+        section of every process on every machine takes, released at commit or rollback: immediate
+        sections run one at a time, as on SQLite, and see everything committed before them.
+        Otherwise the driver begins the transaction at its first write, and reads before that see
+        whatever was committed then."""
         with self.sessionmaker() as session, session.begin():
             if immediate:
-                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                conn = session.connection()
+                if conn.dialect.name == "sqlite":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                else:
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({IMMEDIATE_LOCK})")
             yield session
 
     def current_revision(self) -> str | None:
@@ -173,7 +266,7 @@ class Database:
             script.get_revision(current)
         except CommandError as exc:
             raise DatabaseError(
-                f"{self.path} is at schema revision {current}, which this phototag does not know "
+                f"{self.name} is at schema revision {current}, which this phototag does not know "
                 "(was it written by a newer phototag? upgrade phototag)"
             ) from exc
         return current
@@ -185,8 +278,11 @@ class Database:
         current = self._known_revision(script)
         return [rev.revision for rev in script.iterate_revisions(script.get_current_head(), current)][::-1]
 
-    def backup(self, label: str) -> Path:
-        """Copy the database (consistent snapshot via SQLite's backup API) beside itself."""
+    def backup(self, label: str) -> Path | None:
+        """Copy the database (consistent snapshot via SQLite's backup API) beside itself. None on a
+        server database: back that up with its own tools (``pg_dump``; docs/postgresql.md)."""
+        if self.path is None:
+            return None
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         target = self.path.with_name(f"{self.path.name}.{label}-{stamp}.bak")
         copy_database(self.path, target)
@@ -195,8 +291,9 @@ class Database:
     def upgrade(self, revision: str = "head") -> Path | None:
         """Upgrade to ``revision``; back up first when the database already holds data.
 
-        Returns the backup path (None when nothing needed upgrading or the DB was new). A revision
-        this phototag does not know raises :class:`DatabaseError` before any backup is written."""
+        Returns the backup path (None when nothing needed upgrading, the DB was new, or it is a server
+        database, which phototag does not copy). A revision this phototag does not know raises
+        :class:`DatabaseError` before any backup is written."""
         from alembic.runtime.migration import MigrationContext
         from alembic.script import ScriptDirectory
 
@@ -210,8 +307,12 @@ class Database:
         with self.engine.begin() as conn:
             # one upgrade at a time: two processes opening a new (or old) library at once (two scans,
             # a scan and the watcher) must not both create its tables. Under the write lock the
-            # revision is read again; SQLite's DDL is transactional, so the upgrade is all or nothing.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # revision is read again; SQLite's and PostgreSQL's DDL is transactional, so the upgrade is
+            # all or nothing. PostgreSQL: an advisory lock held to the end of the transaction.
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({UPGRADE_LOCK})")
             now = MigrationContext.configure(conn).get_current_revision()
             if now == head_revision() and revision == "head":
                 return backup_path
@@ -224,16 +325,23 @@ class Database:
 
 
 def open_database(path: Path | str, upgrade: bool = True) -> Database:
-    """Open (creating if needed) the library database at ``path``.
+    """Open (creating if needed) the library database at ``path``: a SQLite file, or a database URL
+    (:func:`library_target`; a PostgreSQL database must exist, its tables are created here).
 
-    With ``upgrade`` (the default) the schema is brought to the head revision, after a backup; a
-    database already at the head is opened without importing alembic."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DatabaseError(f"cannot create {path.parent}: {exc}") from exc
-    engine = make_engine(path)
+    With ``upgrade`` (the default) the schema is brought to the head revision, after a backup (SQLite);
+    a database already at the head is opened without importing alembic."""
+    if is_url(path):
+        engine = make_engine(path)
+        path = None if engine.dialect.name != "sqlite" else Path(engine.url.database or "")
+    else:
+        path = Path(path)
+        engine = None
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(f"cannot create {path.parent}: {exc}") from exc
+        engine = engine or make_engine(path)
     db = Database(path=path, engine=engine, sessionmaker=sessionmaker(engine, expire_on_commit=False))
     try:
         for attempt in range(6):
@@ -254,5 +362,11 @@ def open_database(path: Path | str, upgrade: bool = True) -> Database:
         engine.dispose()
         if isinstance(exc, DatabaseError):
             raise
-        raise DatabaseError(f"cannot open library database {path}: {exc}") from exc
+        raise DatabaseError(f"cannot open library database {db.name}: {_first_line(exc)}") from exc
     return db
+
+
+def _first_line(exc: BaseException) -> str:
+    """A driver error's first line (psycopg adds the SQL and a link to SQLAlchemy's docs below it)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

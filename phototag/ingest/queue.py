@@ -40,10 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Iterable
 
-from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from phototag.db import sql
 from phototag.db.models import WorkItem, utcnow
 from phototag.library import Library
 
@@ -190,12 +190,12 @@ class WorkQueue:
                     # strictly later than before, even if the clock stepped back
                     "enqueued_at": max(now, before[path] + dt.timedelta(microseconds=1)) if path in before else now,
                 } for path in chunk]
-                stmt = sqlite_insert(WorkItem)
+                stmt = sql.insert(session, WorkItem)
                 new = stmt.excluded
                 stmt = stmt.on_conflict_do_update(index_elements=[WorkItem.path], set_={
-                    "priority": func.max(WorkItem.priority, new.priority),
+                    "priority": sql.greatest(session, WorkItem.priority, new.priority),
                     "reason": WorkItem.reason if reason == REASON_RETAG else new.reason,
-                    "enqueued_at": func.max(WorkItem.enqueued_at, new.enqueued_at),
+                    "enqueued_at": sql.greatest(session, WorkItem.enqueued_at, new.enqueued_at),
                     **({} if reason == REASON_RETAG else {"set_aside_for": None, "failures": 0}),
                 })
                 session.execute(stmt, rows)
@@ -326,7 +326,7 @@ class WorkQueue:
         now = utcnow()
         with self.library.session() as session:
             inserted = session.execute(
-                sqlite_insert(WorkItem).values(
+                sql.insert(session, WorkItem).values(
                     path=path, reason=reason, model_name=None, priority=PRIORITY_NEW, attempts=1, failures=0,
                     enqueued_at=now, owner=self.owner, heartbeat_at=now,
                 ).on_conflict_do_nothing(index_elements=[WorkItem.path])
@@ -351,7 +351,7 @@ class WorkQueue:
             return
         values: dict = {"owner": None, "heartbeat_at": None}
         if not charge:
-            values["attempts"] = func.max(WorkItem.attempts - 1, 0)
+            values["attempts"] = case((WorkItem.attempts > 0, WorkItem.attempts - 1), else_=0)
         with self.library.session() as session:
             for start in range(0, len(paths), 500):
                 session.execute(update(WorkItem).where(

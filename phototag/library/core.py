@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from phototag.config import Settings, get_settings
-from phototag.db.engine import Database, open_database
+from phototag.db import sql
+from phototag.db.engine import Database, library_target, open_database
 from phototag.db.models import (
     Photo,
     PhotoStatus,
@@ -50,7 +50,7 @@ class Library(TagRows, ModelResults):
 
     def __init__(self, settings: Settings | None = None, db: Database | None = None):
         self.settings = settings or get_settings()
-        self.db = db or open_database(self.settings.db_path)
+        self.db = db or open_database(library_target(self.settings))
         self._tag_ids: dict[str, int] = {}
         self._tag_zh: dict[str, str | None] = {}  # name_zh of the tags in _tag_ids, as last seen
 
@@ -83,7 +83,7 @@ class Library(TagRows, ModelResults):
         photo = self.photo_by_path(session, path)
         if photo is None:
             now = utcnow()
-            session.execute(sqlite_insert(Photo).values(
+            session.execute(sql.insert(session, Photo).values(
                 path=str(path), root=str(root) if root else None, status=PhotoStatus.ok.value, added_at=now,
                 updated_at=now,
             ).on_conflict_do_nothing(index_elements=[Photo.path]))

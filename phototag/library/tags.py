@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 from sqlalchemy import bindparam, delete, func, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from phototag.db import sql
 from phototag.db.models import (
     ModelRun,
     Photo,
@@ -59,7 +59,7 @@ class TagRows:
                 return self._tag_ids[name]
             # another process (a second scan, the watcher, `tag add`) may create the same tag right now:
             # insert it unless it exists, then read its id (never a UNIQUE failure)
-            session.execute(sqlite_insert(Tag).values(name=name, name_zh=names_zh.get(name), parent_id=parent_id)
+            session.execute(sql.insert(session, Tag).values(name=name, name_zh=names_zh.get(name), parent_id=parent_id)
                             .on_conflict_do_nothing(index_elements=[Tag.name]))
             tag_id, tag_zh = session.execute(select(Tag.id, Tag.name_zh).where(Tag.name == name)).one()
             self._tag_ids[name] = tag_id

@@ -1,4 +1,4 @@
-"""AST → SQLAlchemy: the SQL face of every query node.
+"""AST → SQLAlchemy: the SQL face of every query node, for SQLite and PostgreSQL.
 
 Every user-supplied value travels as a bound parameter; nothing the user typed is formatted into
 SQL text. Case-insensitive comparisons and regular expressions call two Python functions that
@@ -7,12 +7,21 @@ engine run it on every new connection, :func:`phototag.db.engine.on_new_connecti
 :func:`phototag.query.search` also makes sure), so SQL and :meth:`Node.match` use the very same
 ``str.casefold`` and ``re.search``. They are the query language's, not the database's: the
 database layer never imports this package.
+
+On PostgreSQL the same semantics are SQL: ``phototag_fold(text)`` is a SQL function generated from
+this Python's ``str.casefold`` table (:func:`postgres_fold_function`; created, or replaced when the
+Unicode version changed, on a library engine's new connections), a Python regular expression is
+translated to PostgreSQL's (:func:`postgres_regex`), ``instr`` is ``strpos`` and a JSON id list
+is read with ``json_array_elements_text``. tests/query runs on both databases.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
+import sys
+import unicodedata
 from typing import Any, Sequence
 
 from sqlalchemy import (
@@ -28,6 +37,10 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement as _ColumnElement
+from sqlalchemy.sql.functions import GenericFunction
+from sqlalchemy.types import Boolean, Integer
 
 from phototag.db.engine import on_new_connection
 from phototag.db.models import Caption, FsPath, ModelRun, Photo, PhotoTag, Tag, encode_path
@@ -82,6 +95,258 @@ def install_sqlite_functions(dbapi_conn: Any) -> None:
     dbapi_conn.create_function(FOLD_FUNCTION, 1, _sql_fold, deterministic=True)
 
 
+# ---- PostgreSQL -----------------------------------------------------------------------------
+#
+# str.casefold is a per-character map (no context), so it is one translate() for the characters
+# that fold to one character and a replace() for each of the ~100 that fold to several (ß → ss);
+# what they produce is already folded, so the order does not matter. ASCII-only text (the usual
+# case: octet_length = char_length) takes a short translate of A-Z.
+
+#: bumped when the generated function changes for another reason than the Unicode version
+_FOLD_FUNCTION_VERSION = 1
+_FOLD_LOCK = 0x70686F746F746167 + 2  # an advisory lock key: one creator at a time
+
+
+def _fold_tag() -> str:
+    return f"phototag casefold v{_FOLD_FUNCTION_VERSION}, unicode {unicodedata.unidata_version}"
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@functools.lru_cache(maxsize=1)
+def postgres_fold_function() -> str:
+    """``CREATE OR REPLACE FUNCTION phototag_fold(text)``: :func:`fold` (``str.casefold``) in SQL."""
+    src: list[str] = []
+    dst: list[str] = []
+    multi: list[tuple[str, str]] = []
+    for code in range(sys.maxunicode + 1):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        ch = chr(code)
+        folded = fold(ch)
+        if folded == ch:
+            continue
+        if len(folded) == 1:
+            src.append(ch)
+            dst.append(folded)
+        else:
+            multi.append((ch, folded))
+    full = f"translate(t, {_sql_str(''.join(src))}, {_sql_str(''.join(dst))})"
+    for ch, folded in multi:
+        full = f"replace({full}, {_sql_str(ch)}, {_sql_str(folded)})"
+    ascii_upper = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return (f"CREATE OR REPLACE FUNCTION {FOLD_FUNCTION}(t text) RETURNS text "
+            "LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $phototag_fold$ "
+            f"SELECT CASE WHEN octet_length(t) = char_length(t) "
+            f"THEN translate(t, '{ascii_upper}', '{ascii_upper.lower()}') ELSE {full} END "
+            "$phototag_fold$")
+
+
+@on_new_connection(dialect="postgresql")
+def install_postgres_functions(dbapi_conn: Any) -> None:
+    """Make sure the database has this phototag's ``phototag_fold(text)`` (a psycopg connection; one
+    cheap read when it has): created when missing, replaced when it was made from another Unicode
+    version. A user who may not create functions gets the error when a query needs it."""
+    check = f"SELECT obj_description(to_regprocedure('{FOLD_FUNCTION}(text)'), 'pg_proc')"
+    tag = _fold_tag()
+    try:
+        with dbapi_conn.cursor() as cur:
+            cur.execute(check)
+            if cur.fetchone()[0] == tag:
+                return
+            cur.execute(f"SELECT pg_advisory_xact_lock({_FOLD_LOCK})")
+            cur.execute(check)
+            if cur.fetchone()[0] != tag:
+                cur.execute(postgres_fold_function())
+                cur.execute(f"COMMENT ON FUNCTION {FOLD_FUNCTION}(text) IS {_sql_str(tag)}")
+        dbapi_conn.commit()
+    except Exception:  # e.g. no CREATE privilege: the query that needs the function says so
+        dbapi_conn.rollback()
+
+
+_PY_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
+_QUANTIFIER = re.compile(r"\{(\d*)(?:(,)(\d*))?\}")
+
+
+@functools.lru_cache(maxsize=256)
+def postgres_regex(pattern: str) -> str:
+    """A Python regular expression (as :class:`~phototag.query.matchers.Regex` searches with it) as a
+    PostgreSQL advanced regular expression with the same matches: ``\\b``/``\\B`` are ``\\y``/``\\Y``,
+    ``.`` does not match a newline, ``$`` also matches before a final newline, named groups are
+    numbered, ``\\xhh`` is ``\\u00hh``, a ``{`` that is no quantifier is literal. What PostgreSQL
+    has no equivalent for (scoped flags, atomic groups, possessive quantifiers, ``\\N{…}``) is a
+    :class:`QueryError`."""
+    compiled_regex(pattern)  # a bad pattern is the same error on both databases
+    flags = ""
+    pos = 0
+    while (m := _PY_FLAGS.match(pattern, pos)) is not None:
+        flags += m.group(1)
+        pos = m.end()
+    if "a" in flags or "L" in flags:
+        raise QueryError(f"regular expression {pattern!r}: the (?a) flag is not supported on PostgreSQL")
+    dotall, multiline = "s" in flags, "m" in flags
+    options = ("i" if "i" in flags else "") + ("w" if multiline else "") + ("x" if "x" in flags else "")
+    out: list[str] = [f"(?{options})"] if options else []
+    names: dict[str, int] = {}
+    groups = 0
+    n = len(pattern)
+    i = pos
+
+    def unsupported(what: str) -> QueryError:
+        return QueryError(f"regular expression {pattern!r}: {what} is not supported on PostgreSQL")
+
+    def escape(j: int, in_class: bool) -> tuple[str, int]:
+        c = pattern[j + 1]
+        if c == "x":
+            return "\\u00" + pattern[j + 2:j + 4], j + 4
+        if c == "N":
+            raise unsupported("\\N{...}")
+        if not in_class and c == "b":
+            return "\\y", j + 2
+        if not in_class and c == "B":
+            return "\\Y", j + 2
+        if c == "U":
+            return pattern[j:j + 10], j + 10
+        if c == "u":
+            return pattern[j:j + 6], j + 6
+        return pattern[j:j + 2], j + 2
+
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            text, i = escape(i, False)
+            out.append(text)
+        elif c == "[":
+            j = i + 1
+            part = ["["]
+            if j < n and pattern[j] == "^":
+                part.append("^")
+                j += 1
+            first = True
+            while j < n and (pattern[j] != "]" or first):
+                ch = pattern[j]
+                if ch == "\\":
+                    text, j = escape(j, True)
+                    part.append(text)
+                elif ch in "[]":
+                    part.append("\\" + ch)
+                    j += 1
+                else:
+                    part.append(ch)
+                    j += 1
+                first = False
+            part.append("]")
+            out.append("".join(part))
+            i = j + 1
+        elif c == "(":
+            if pattern.startswith("(?P<", i):
+                end = pattern.index(">", i)
+                groups += 1
+                names[pattern[i + 4:end]] = groups
+                out.append("(")
+                i = end + 1
+            elif pattern.startswith("(?P=", i):
+                end = pattern.index(")", i)
+                out.append(f"\\{names[pattern[i + 4:end]]}")
+                i = end + 1
+            elif pattern.startswith("(?#", i):
+                i = pattern.index(")", i) + 1
+            elif pattern.startswith(("(?:", "(?=", "(?!", "(?<=", "(?<!"), i):
+                out.append("(")
+                i += 1
+            elif pattern.startswith("(?", i):
+                raise unsupported(f"the group {pattern[i:i + 4]!r}…")
+            else:
+                groups += 1
+                out.append("(")
+                i += 1
+        elif c == ".":
+            out.append("." if dotall else "[^\\n]")
+            i += 1
+        elif c == "$":
+            out.append("$" if multiline else "(?=\\n?$)")
+            i += 1
+        elif c == "{":
+            m = _QUANTIFIER.match(pattern, i)
+            if m is not None and (m.group(1) or m.group(3)):
+                out.append("{" + (m.group(1) or "0") + (m.group(2) or "") + (m.group(3) or "") + "}")
+                i = m.end()
+            else:
+                out.append("\\{")
+                i += 1
+        elif c == "}":
+            out.append("\\}")
+            i += 1
+        elif c in "*+?}" and i + 1 < n and pattern[i + 1] == "+":
+            raise unsupported("a possessive quantifier")
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+class _instr(GenericFunction):
+    """``instr(haystack, needle)``: 1-based position of ``needle`` in ``haystack``, 0 when absent."""
+
+    name = "instr"
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(_instr, "postgresql")
+def _instr_postgresql(element: Any, compiler: Any, **kw: Any) -> str:
+    return f"strpos({compiler.process(element.clauses, **kw)})"
+
+
+class _InJsonIds(_ColumnElement):
+    """``column IN (the ints of a JSON array bound as one parameter)``: one parameter however many
+    ids (SQLite's variable limit)."""
+
+    type = Boolean()
+    inherit_cache = False  # holds the JSON text as a literal bind
+
+    def __init__(self, column: Any, ids: Sequence[int]):
+        self.column = column
+        self.ids = bindparam(None, json.dumps(list(ids)))
+
+
+@compiles(_InJsonIds)
+def _in_json_ids(element: _InJsonIds, compiler: Any, **kw: Any) -> str:
+    return (f"{compiler.process(element.column, **kw)} IN "
+            f"(SELECT value FROM json_each({compiler.process(element.ids, **kw)}))")
+
+
+@compiles(_InJsonIds, "postgresql")
+def _in_json_ids_postgresql(element: _InJsonIds, compiler: Any, **kw: Any) -> str:
+    return (f"{compiler.process(element.column, **kw)} IN (SELECT CAST(value AS BIGINT) FROM "
+            f"json_array_elements_text(CAST({compiler.process(element.ids, **kw)} AS JSON)))")
+
+
+class _RegexSearch(_ColumnElement):
+    """``re.search(pattern, column)`` in SQL: SQLite's ``REGEXP`` (the registered Python function),
+    PostgreSQL's ``~`` with the pattern translated (:func:`postgres_regex`)."""
+
+    type = Boolean()
+    inherit_cache = False  # the bound pattern depends on the dialect it is compiled for
+
+    def __init__(self, column: Any, pattern: str):
+        self.column = column
+        self.pattern = pattern
+
+
+@compiles(_RegexSearch)
+def _regex_search(element: _RegexSearch, compiler: Any, **kw: Any) -> str:
+    return f"{compiler.process(element.column, **kw)} REGEXP {compiler.process(bindparam(None, element.pattern), **kw)}"
+
+
+@compiles(_RegexSearch, "postgresql")
+def _regex_search_postgresql(element: _RegexSearch, compiler: Any, **kw: Any) -> str:
+    pattern = bindparam(None, postgres_regex(element.pattern))
+    return f"{compiler.process(element.column, **kw)} ~ {compiler.process(pattern, **kw)}"
+
+
 # ---- matchers -------------------------------------------------------------------------------
 
 
@@ -102,9 +367,9 @@ def matcher_clause(matcher: Matcher, column: ColumnElement[Any]) -> ColumnElemen
     elif isinstance(matcher, Exact):
         cond = column == bindparam(None, stored(matcher.value))
     elif isinstance(matcher, Contains):
-        cond = func.instr(func.phototag_fold(column), bindparam(None, stored(fold(matcher.value)))) > 0
+        cond = _instr(func.phototag_fold(column), bindparam(None, stored(fold(matcher.value)))) > 0
     elif isinstance(matcher, Regex):
-        cond = column.regexp_match(bindparam(None, stored(matcher.pattern)))
+        cond = _RegexSearch(column, stored(matcher.pattern))
     elif isinstance(matcher, Prefix):
         dir_prefix = stored(matcher.dir_prefix)
         cond = or_(
@@ -188,8 +453,7 @@ def _resolved(node: Node) -> TagTerm | None:
 def _ids_in(column: ColumnElement[Any], ids: frozenset[int]) -> ColumnElement[bool]:
     if len(ids) <= _MAX_ID_PARAMS:
         return column.in_(sorted(ids))
-    values = func.json_each(bindparam(None, json.dumps(sorted(ids)))).table_valued("value")
-    return column.in_(select(values.c.value))
+    return _InJsonIds(column, sorted(ids))
 
 
 def _tag_rows(table: Any, node: TagTerm) -> list[ColumnElement[bool]]:
@@ -342,8 +606,7 @@ def _(node: StatusTerm) -> ColumnElement[bool]:
 def _(node: RankedTerm) -> ColumnElement[bool]:
     hits = node.require_hits()
     # one JSON parameter however many hits (no SQLite variable limit)
-    ids = func.json_each(bindparam(None, json.dumps(list(hits)))).table_valued("value")
-    return _photos_with(select(ids.c.value))
+    return _InJsonIds(Photo.id, list(hits))
 
 
 # ---- ordering -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -9,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from phototag.db.models import Photo
-from phototag.query.compile import install_sqlite_functions
+from phototag.query.compile import install_postgres_functions, install_sqlite_functions
 from phototag.query.parse import Query, parse
 
 #: ``resolver(session, argument) -> [(photo_id, score), …]`` best first; ``argument`` is the
@@ -31,10 +32,23 @@ def parse_query(source: str | Sequence[str] | Query, **kwargs) -> Query:
 
 
 def ensure_sqlite_functions(session: Session) -> None:
-    """Register REGEXP/phototag_fold on the session's connection if it is SQLite (cheap)."""
+    """Register REGEXP/phototag_fold on the session's connection if it is SQLite (cheap). On
+    PostgreSQL, make sure the database has ``phototag_fold`` once per engine (the library engine's
+    new connections do too, :func:`phototag.query.compile.install_postgres_functions`, but a
+    connection opened before this package was imported did not), on a connection of its own."""
     conn = session.connection()
     if conn.dialect.name == "sqlite":
         install_sqlite_functions(conn.connection.dbapi_connection)
+    elif conn.dialect.name == "postgresql" and conn.engine not in _postgres_ready:
+        raw = conn.engine.raw_connection()
+        try:
+            install_postgres_functions(raw.dbapi_connection)
+        finally:
+            raw.close()
+        _postgres_ready.add(conn.engine)
+
+
+_postgres_ready: "weakref.WeakSet" = weakref.WeakSet()
 
 
 def search_hits(

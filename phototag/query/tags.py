@@ -50,7 +50,15 @@ _FINGERPRINT_SQL = text(
     "total(unicode(name_zh) * id) "
     "FROM tags"
 )
-_COUNT_SQL = text("SELECT count(*) FROM (SELECT 1 FROM photo_tags WHERE tag_id = :tag_id LIMIT :cap)")
+#: the same aggregate in PostgreSQL's words (no total() or unicode(); right(x, 1) for substr(x, -1))
+_FINGERPRINT_SQL_POSTGRESQL = text(
+    "SELECT count(*), max(id), sum(length(name) * id::float8), sum(length(name_zh) * id::float8), "
+    "sum(id * coalesce(parent_id, -1)::float8), "
+    "sum(ascii(name) * id::float8), sum(ascii(substr(name, 2)) * id::float8), sum(ascii(right(name, 1)) * id::float8), "
+    "sum(ascii(name_zh) * id::float8) "
+    "FROM tags"
+)
+_COUNT_SQL = text("SELECT count(*) FROM (SELECT 1 FROM photo_tags WHERE tag_id = :tag_id LIMIT :cap) AS capped")
 
 
 @dataclass
@@ -137,7 +145,8 @@ def tag_catalog(session: Session) -> TagCatalog:
         key: Any = db_file or ("connection", id(fairy.dbapi_connection))
     else:
         key = ("engine", str(conn.engine.url))
-    fingerprint = tuple(session.execute(_FINGERPRINT_SQL).one())
+    fingerprint = tuple(session.execute(
+        _FINGERPRINT_SQL_POSTGRESQL if conn.dialect.name == "postgresql" else _FINGERPRINT_SQL).one())
     with _lock:
         catalog = _catalogs.get(key)
     if catalog is None or catalog.fingerprint != fingerprint:

@@ -1,12 +1,16 @@
-"""A real library file with 16 photos covering every query field (built once per module)."""
+"""A real library with 16 photos covering every query field (built once per module), on both
+databases: a SQLite file and a fresh PostgreSQL database (tests/pg.py), so every test that takes
+``library_db`` checks the SQL face on both."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import time
 
 import pytest
+from pg import pg_database, require_server
 
 from phototag.db.models import Caption, ModelRun, Photo, PhotoTag, Tag
 
@@ -130,10 +134,11 @@ PHOTOS: dict[str, dict] = {
 OK = {k for k, v in PHOTOS.items() if v.get("status", "ok") == "ok"}
 
 
-def build_library(path):
+def build_library(target):
+    """The library at ``target``: a SQLite file's path or a database URL."""
     from phototag.db.engine import open_database
 
-    db = open_database(path)
+    db = open_database(target)
     with db.session() as s:
         tags = {name: Tag(name=name, name_zh=zh) for name, (zh, _parent) in TAGS.items()}
         s.add_all(tags.values())
@@ -159,12 +164,18 @@ def build_library(path):
     return db
 
 
-@pytest.fixture(scope="module")
-def library_db(tmp_path_factory):
-    db = build_library(tmp_path_factory.mktemp("query") / "library.db")
-    with db.session() as s:
-        ids = {p.path: p.id for p in s.query(Photo)}
-    db.key_of = {ids[spec["path"]]: key for key, spec in PHOTOS.items()}
-    db.id_of = {key: pid for pid, key in db.key_of.items()}
-    yield db
-    db.dispose()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def library_db(request, tmp_path_factory):
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgresql":
+            require_server()
+            target = stack.enter_context(pg_database("query"))
+        else:
+            target = tmp_path_factory.mktemp("query") / "library.db"
+        db = build_library(target)
+        stack.callback(db.dispose)
+        with db.session() as s:
+            ids = {p.path: p.id for p in s.query(Photo)}
+        db.key_of = {ids[spec["path"]]: key for key, spec in PHOTOS.items()}
+        db.id_of = {key: pid for pid, key in db.key_of.items()}
+        yield db
