@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import List, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from phototag.errors import PhototagError
+
 from phototag.cli.common import (
     ListFormat,
     after_commit_hook,
     console,
+    fail,
     markup_safe,
     open_library,
     out,
@@ -34,12 +39,17 @@ def retag(
     batch_size: int = typer.Option(0, help="Photos per model batch (0 = the model's preference)."),
     fmt: ListFormat = typer.Option(ListFormat.table, "--format", "-f", help="Report as a table or JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS",
+                                      help="Tag on a Ray cluster: auto, HOST:PORT, ray://HOST:PORT, or local "
+                                           "(a cluster in this process). See docs/scaling.md."),
 ) -> None:
     """Re-tag photos with a model version, replacing only model tags.
 
     Manual and imported tags and tags you removed are never touched. The photos are queued first,
     so an interrupted re-tag (crash, Ctrl-C, kill) continues with `phototag retag --resume` or by
     running the same command again. Prints which tags were added and removed, per tag and per photo.
+
+    With --ray ADDRESS the model runs on Ray actors on the cluster (see `phototag scan --help`).
     """
     from phototag.retag import service
 
@@ -48,6 +58,25 @@ def retag(
         dropped = service.abandon_retag(lib)
         console.print(f"dropped the interrupted re-tag ({dropped} photos were still queued)")
         return
+    with contextlib.ExitStack() as stack:
+        if ray is not None:
+            from phototag.cluster import ClusterError, connect
+            from phototag.cluster import retag as on_ray
+
+            try:
+                run = functools.partial(on_ray.retag, lib, stack.enter_context(connect(ray)))
+            except ClusterError as exc:
+                fail(str(exc))
+        else:
+            run = functools.partial(service.retag, lib)
+        report = _run(run, query, model, dry_run, resume, batch_size, fmt, quiet, lib, ray)
+    if fmt == ListFormat.json:
+        print_json(report.as_dict())
+        return
+    render(report)
+
+
+def _run(run, query, model, dry_run, resume, batch_size, fmt, quiet, lib, ray):
     with Progress(
         TextColumn("[bold]re-tagging"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         console=console, disable=quiet or fmt == ListFormat.json, transient=False,
@@ -60,12 +89,13 @@ def retag(
             else:
                 bar.advance(task, n)
 
-        report = service.retag(lib, query or [], model, dry_run=dry_run, resume=resume, progress=progress,
-                               batch_size=batch_size or None, on_commit=after_commit_hook(lib))
-    if fmt == ListFormat.json:
-        print_json(report.as_dict())
-        return
-    render(report)
+        try:
+            return run(query or [], model, dry_run=dry_run, resume=resume, progress=progress,
+                       batch_size=batch_size or None, on_commit=after_commit_hook(lib))
+        except PhototagError as exc:  # the cluster's workers cannot tag (one line)
+            if ray is None:
+                raise
+            fail(str(exc))
 
 
 def render(report) -> None:

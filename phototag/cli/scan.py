@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import List, Optional
@@ -12,11 +13,13 @@ from phototag.cli.common import (
     ListFormat,
     after_commit_hook,
     console,
+    fail,
     markup_safe,
     open_library,
     print_json,
     progress_bar,
 )
+from phototag.errors import PhototagError
 from phototag.pipeline import Pipeline
 from phototag.tagging.registry import get_tagger
 
@@ -33,6 +36,9 @@ def scan(
     workers: int = typer.Option(0, help="Decode threads (0 = number of CPUs)."),
     fmt: ListFormat = typer.Option(ListFormat.table, "--format", help="Summary as a table or JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS",
+                                      help="Tag on a Ray cluster: auto, HOST:PORT, ray://HOST:PORT, or local "
+                                           "(a cluster in this process). See docs/scaling.md."),
 ) -> None:
     """Tag every new or changed photo under PATH.
 
@@ -43,6 +49,10 @@ def scan(
 
     A PATH that does not exist is an error (exit status 2): when other PATHs exist they are still
     scanned, and nothing under the missing one is marked missing (it may be an unmounted drive).
+
+    With --ray ADDRESS the photos are read, decoded and tagged by Ray actors on the cluster (they
+    read the files from the same paths, or as `ray.path_map` maps them); this machine finds,
+    classifies and stores them as in a local scan.
     """
     gone = [p for p in paths if not os.path.lexists(os.path.expanduser(p))]
     for p in gone:
@@ -53,10 +63,27 @@ def scan(
         raise typer.Exit(2)
     lib = open_library(ctx)
     tagger = get_tagger(lib.settings, model)
-    with progress_bar("scanning", disable=quiet or fmt == ListFormat.json) as progress:
-        pipeline = Pipeline(lib, tagger, decode_workers=workers or None, batch_size=batch_size or None,
-                            progress=progress, on_commit=after_commit_hook(lib))
-        report = pipeline.scan(paths)
+    with contextlib.ExitStack() as stack:
+        options = {}
+        pipeline_class = Pipeline
+        if ray is not None:
+            from phototag.cluster import ClusterError, connect
+            from phototag.cluster.pipeline import RayPipeline
+
+            try:
+                options["cluster"] = stack.enter_context(connect(ray))
+            except ClusterError as exc:
+                fail(str(exc))
+            pipeline_class = RayPipeline
+        with progress_bar("scanning", disable=quiet or fmt == ListFormat.json) as progress:
+            pipeline = pipeline_class(lib, tagger, decode_workers=workers or None, batch_size=batch_size or None,
+                                      progress=progress, on_commit=after_commit_hook(lib), **options)
+            try:
+                report = pipeline.scan(paths)
+            except PhototagError as exc:  # the cluster's workers cannot tag (one line)
+                if ray is None:
+                    raise
+                fail(str(exc))
     if fmt == ListFormat.json:
         print_json(report.as_dict())
         if gone:
