@@ -5,9 +5,12 @@ Exactly-once, crash or not, rests on four rules:
 * a path is **enqueued** (committed) before anything else happens to it, so a kill never loses it;
 * a process works on a row only after it **claimed** it: the row names its ``owner`` (host, pid and
   the pid's start time). Two processes never hold one row (``scan`` + ``scan``, ``scan`` + ``watch``,
-  the watcher's threads): a claim is a compare-and-set on ``owner``. The claims of a process that
-  died are free again at once on the same host (its pid is gone, or is another process now), and
-  after :data:`LEASE_SECONDS` without a ``heartbeat_at`` from another host;
+  the watcher's threads, watchers on several machines sharing a PostgreSQL library): a claim is a
+  compare-and-set on ``owner``; on PostgreSQL the candidate rows are read ``FOR UPDATE SKIP LOCKED``
+  as well, so concurrent claimers pass each other's rows by instead of queueing on them. The claims
+  of a process that died are free again at once on the same host (its pid is gone, or is another
+  process now), and after :data:`LEASE_SECONDS` without a ``heartbeat_at`` from another host (host
+  names must differ between the machines that share a library);
 * the pipeline settles a photo's queue row **in the transaction that stores its tags**
   (:func:`settle`), so a kill either keeps both or neither;
 * a claimed row is classified again before the model sees it (unchanged → dropped), so an item that
@@ -291,10 +294,13 @@ class WorkQueue:
                 cond = WorkItem.attempts >= ISOLATE_AFTER if suspects else WorkItem.attempts >= 0
                 offset, taken = 0, []
                 while len(taken) < want:
-                    page = session.scalars(
-                        select(WorkItem).where(ours, not_set_aside, mine, cond).order_by(*order)
-                        .offset(offset).limit(want + len(skip) + 16)
-                    ).all()
+                    candidates = (select(WorkItem).where(ours, not_set_aside, mine, cond).order_by(*order)
+                                  .offset(offset).limit(want + len(skip) + 16))
+                    if session.get_bind().dialect.name == "postgresql":
+                        # rows another claimer has in hand right now are passed by, not waited for
+                        # (SQLite has one writer at a time: the compare-and-set alone decides there)
+                        candidates = candidates.with_for_update(skip_locked=True)
+                    page = session.scalars(candidates).all()
                     if not page:
                         break
                     offset += len(page)

@@ -193,3 +193,149 @@ def test_file_vanishing_after_its_claim_is_recorded_and_its_row_settled(library,
     row = photo_row(library, photo)
     assert row.status == "error" and "vanished" in row.error
     assert queue_length(library) == 0
+
+
+# ---- a PostgreSQL queue shared by processes (and machines) -------------------------------------
+import datetime as _dt  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+
+import pytest  # noqa: E402
+from pg import pg_url  # noqa: E402,F401 (a fixture)
+
+from phototag.db.models import utcnow  # noqa: E402
+from phototag.ingest.queue import LEASE_SECONDS  # noqa: E402
+
+_CLAIMER = (
+    "import os, sys, time\n"
+    "from pathlib import Path\n"
+    "from phototag.config import load_settings\n"
+    "from phototag.library import Library\n"
+    "from phototag.ingest.queue import WorkQueue\n"
+    "q = WorkQueue(Library(load_settings(sys.argv[1])))\n"
+    "print('ready', flush=True)\n"
+    "go = Path(sys.argv[3])\n"
+    "while not go.exists():\n"
+    "    time.sleep(0.01)\n"
+    "mode = sys.argv[4]\n"
+    "while True:\n"
+    "    items = q.claim(int(sys.argv[2]))\n"
+    "    if not items:\n"
+    "        break\n"
+    "    for i in items:\n"
+    "        print(i.path, flush=True)\n"
+    "        if mode == 'drain':\n"
+    "            q.done(i)\n"
+    "    if mode == 'hold':\n"
+    "        print('held', flush=True)\n"
+    "        time.sleep(120)\n"
+    "os._exit(0)\n"
+)
+
+
+def _claimer(home, url, limit, go, mode):
+    env = {**os.environ, "PHOTOTAG_DATABASE_URL": url}
+    proc = subprocess.Popen([sys.executable, "-c", _CLAIMER, str(home), str(limit), str(go), mode],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    return proc
+
+
+@pytest.fixture
+def pg_library(tmp_path, pg_url):  # noqa: F811
+    from phototag.config import load_settings
+    from phototag.library import Library
+
+    lib = Library(load_settings(tmp_path / "home", environ={"PHOTOTAG_DATABASE_URL": pg_url}))
+    assert lib.db.dialect == "postgresql"
+    yield lib
+    lib.close()
+
+
+def test_postgresql_two_processes_claim_disjoint_rows_each_exactly_once(pg_library, pg_url, tmp_path):  # noqa: F811
+    paths = [f"/photos/{i:04d}.jpg" for i in range(240)]
+    WorkQueue(pg_library).enqueue(paths)
+    go = tmp_path / "go"
+    procs = [_claimer(tmp_path / "home", pg_url, 4, go, "drain") for _ in range(2)]
+    go.touch()
+    claimed = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        claimed.append(out.split())
+    assert all(claimed), "both processes claimed rows"
+    both = claimed[0] + claimed[1]
+    assert sorted(both) == paths  # every row claimed once: none twice, none lost
+    assert WorkQueue(pg_library).length() == 0
+
+
+def test_postgresql_claims_of_a_killed_process_are_released(pg_library, pg_url, tmp_path):  # noqa: F811
+    q = WorkQueue(pg_library)
+    q.enqueue([f"/photos/{i}.jpg" for i in range(8)])
+    go = tmp_path / "go"
+    go.touch()
+    proc = _claimer(tmp_path / "home", pg_url, 5, go, "hold")
+    try:
+        lines = []
+        while (line := proc.stdout.readline().strip()) != "held":
+            assert line, proc.stderr.read()
+            lines.append(line)
+        assert len(lines) == 5
+        # the holder is alive: its rows are not ours
+        mine = {str(i.path) for i in q.claim(10)}
+        assert mine == {f"/photos/{i}.jpg" for i in range(8)} - set(lines)
+        q.release(mine)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    again = {str(i.path): i.attempts for i in q.claim(10)}
+    assert set(again) == {f"/photos/{i}.jpg" for i in range(8)}  # the dead process's claims are free
+    assert all(again[p] == 1 for p in lines)  # its unfinished claim counted as an attempt
+
+
+def test_postgresql_a_claim_of_another_host_holds_until_its_heartbeat_is_stale(pg_library):
+    q = WorkQueue(pg_library)
+    q.enqueue(["/photos/a.jpg", "/photos/b.jpg"])
+    with pg_library.session() as s:  # watchers on two other machines have claimed them, and beat
+        for path, host in (("/photos/a.jpg", "nas.example"), ("/photos/b.jpg", "gpu.example")):
+            s.execute(WorkItem.__table__.update().where(WorkItem.path == path)
+                      .values(owner=f"{host}:4242:123456", heartbeat_at=utcnow()))
+    assert q.claim(10) == []  # (another host's pid says nothing here: only its heartbeat counts)
+    stale = utcnow() - _dt.timedelta(seconds=LEASE_SECONDS + 1)
+    with pg_library.session() as s:  # the NAS stopped beating a lease ago
+        s.execute(WorkItem.__table__.update().where(WorkItem.path == "/photos/a.jpg").values(heartbeat_at=stale))
+    assert [str(i.path) for i in q.claim(10)] == ["/photos/a.jpg"]
+
+
+def test_postgresql_enqueue_upsert_keeps_the_higher_priority_and_release_uncharges(pg_library):
+    q = WorkQueue(pg_library)
+    q.enqueue(["/p/a.jpg", "/p/b.jpg"], priority=PRIORITY_CATCH_UP)
+    q.enqueue(["/p/b.jpg"], priority=PRIORITY_NEW)
+    q.enqueue(["/p/a.jpg"], priority=PRIORITY_RETAG)
+    claimed = q.claim(10)
+    assert [c.path.name for c in claimed] == ["b.jpg", "a.jpg"]
+    q.release(claimed)
+    with pg_library.session() as s:
+        assert set(s.scalars(select(WorkItem.attempts)).all()) == {0}
+        assert dict(s.execute(select(WorkItem.path, WorkItem.priority)).all()) == {
+            "/p/a.jpg": PRIORITY_CATCH_UP, "/p/b.jpg": PRIORITY_NEW}
+
+
+def test_postgresql_a_claim_passes_by_rows_another_claimer_has_in_hand(pg_library):
+    """FOR UPDATE SKIP LOCKED: a row another transaction holds (a claimer between its read and its
+    commit, on any machine) is skipped, not waited for."""
+    q = WorkQueue(pg_library)
+    q.enqueue(["/photos/a.jpg", "/photos/b.jpg"])
+    result: list = []
+    with pg_library.engine.connect() as other:
+        other.execute(select(WorkItem.id).where(WorkItem.path == "/photos/a.jpg").with_for_update())
+        claimer = threading.Thread(target=lambda: result.append(q.claim(10)), daemon=True)
+        claimer.start()
+        claimer.join(15)
+        waited = claimer.is_alive()
+        other.rollback()
+    claimer.join(30)
+    assert not waited, "the claim waited for the locked row"
+    assert [str(i.path) for i in result[0]] == ["/photos/b.jpg"]
