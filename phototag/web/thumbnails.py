@@ -24,8 +24,9 @@ import contextlib
 import hashlib
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from PIL import Image
 
