@@ -164,3 +164,57 @@ def verify(name: str = typer.Argument(..., help="An installed pack's name.")) ->
     with console.status(f"Verifying {name} …"):
         info = verify_pack(settings.models_dir, name)
     out.print(f"{info.name}: OK ({len(info.files)} files, weights sha256 {info.weights_sha256[:16]}…)")
+
+
+@app.command("benchmark")
+def benchmark(
+    name: Optional[str] = typer.Argument(None, help="An installed pack (default: the default model).",
+                                         show_default=False),
+    photos: Optional[list[Path]] = typer.Option(
+        None, "--photos", help="Photos or folders to measure on (up to 8 photos; default: generated ones).",
+        exists=True, resolve_path=True, show_default=False),
+    rounds: int = typer.Option(1, "--rounds", min=1, max=10, help="Timed passes per candidate (the best counts)."),
+    fmt: ListFormat = typer.Option(ListFormat.table, "--format", "-f", help="table or json."),
+) -> None:
+    """Measure each runtime (torch, ONNX Runtime, OpenVINO) and precision of a pack on this machine; record
+    which is fastest with tags that agree with torch fp32, for backend = auto."""
+    from phototag.tagging.backends.benchmark import benchmark_pack, photos_from
+    from phototag.tagging.packs import PackError, list_packs, load_pack_tagger
+
+    settings = get_settings()
+    name = name or settings.default_model
+    packs = [p.name for p in list_packs(settings.models_dir)]
+    if name not in packs:
+        raise PackError(f"{name!r} is not an installed model pack; `models benchmark` measures RAM / RAM++ / "
+                        f"Tag2Text packs ({', '.join(packs) or 'none installed'})")
+    chosen = photos_from(photos) if photos else None
+    if photos and not chosen:
+        raise PackError("no readable photos in " + ", ".join(map(str, photos)))
+    tagger = load_pack_tagger(settings.models_dir, name, device=settings.get("device"), precision="fp32",
+                              threshold=settings.get("threshold"))
+    with console.status(f"Benchmarking {name} …") as status:
+        result = benchmark_pack(tagger, chosen, rounds=rounds, report=lambda m: status.update(f"{name}: {m}"))
+    rows = [{**c.__dict__, "eligible": c.eligible} for c in result.candidates]
+    choice = {"backend": result.choice.backend, "precision": result.choice.precision} if result.choice else None
+    if fmt == ListFormat.json:
+        print_json({"model": name, "photos": result.photos, "candidates": rows, "auto": choice,
+                    "record": str(result.record), "machine": result.fingerprint})
+        return
+    ref = next((c.photos_per_s for c in result.candidates if c.photos_per_s > 0), 0.0)
+    table = Table("backend", "precision", Column("photos/s", justify="right"), Column("× torch fp32", justify="right"),
+                  Column("tags agree", justify="right"), "eligible", Column("load s", justify="right"),
+                  Column("export s", justify="right"), "note", box=None)
+    for c in result.candidates:
+        table.add_row(c.backend, c.precision, f"{c.photos_per_s:.3f}",
+                      f"{c.photos_per_s / ref:.2f}" if ref else "", f"{c.jaccard:.3f}", "yes" if c.eligible else "no",
+                      f"{c.load_s:.1f}", "" if c.export_s is None else f"{c.export_s:.1f}", c.note)
+    out.print(f"{name} on {result.fingerprint.get('cpu')} ({result.fingerprint.get('cores')} cores), "
+              f"{result.photos} photos; tags agree = mean Jaccard with torch fp32")
+    print_table(table)
+    if choice:
+        out.print(f"backend = auto will use: [bold]{choice['backend']} {choice['precision']}[/] "
+                  f"(recorded in {result.record})")
+    else:
+        out.print("no candidate could run; backend = auto stays on torch")
+    if settings.get("backend") != "auto":
+        out.print(f"  (the backend setting is {settings.get('backend')!r}; set it to auto to use this measurement)")

@@ -13,9 +13,11 @@ deliberately do not).
 * Tag2Text with caption modules: the caption from the predicted tags (official beam search), when
   the caption module is available.
 
-Precision: ``fp32`` (default on CPU; matches the official logits to ~1e-5), ``bf16`` (CPU autocast
-where the CPU supports it, e.g. AMX/AVX512-BF16; or CUDA), ``fp16`` (CUDA only). ``auto`` = fp32 on
-CPU, bf16 (else fp16) on CUDA.
+Device and precision come from :mod:`phototag.tagging.device` (``auto``: CUDA, else Apple's MPS, else
+the CPU; fp32 on the CPU, bf16/fp16 on a GPU). The runtime of the tagging path is the ``backend``
+(:mod:`phototag.tagging.backends`): eager torch, or ONNX Runtime / OpenVINO on an ONNX export of it
+(fp32; int8 weights on ONNX Runtime; bf16 on OpenVINO where the CPU has it); ``auto`` takes what
+``phototag models benchmark`` measured fastest here among the choices whose tags agree with fp32.
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .backends.choice import Choice, choose_backend
+from .backends.runners import TorchRunner, autocast_context
 from .base import Prediction, Tagger, TaggerError, TagScore
+from .device import PRECISIONS, cpu_supports_bf16, resolve_device, resolve_precision
 from .vocab import Vocabulary
 
 IMAGE_SIZE = 384
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 _MEAN = torch.tensor(MEAN, dtype=torch.float32).view(3, 1, 1)
 _STD = torch.tensor(STD, dtype=torch.float32).view(3, 1, 1)
@@ -47,38 +51,6 @@ def preprocess(image: Image.Image, size: int = IMAGE_SIZE) -> torch.Tensor:
     resized = rgb.resize((size, size), Image.BILINEAR)
     x = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).float().div(255)
     return x.sub_(_MEAN).div_(_STD)
-
-
-def cpu_supports_bf16() -> bool:
-    """True when oneDNN has fast bf16 kernels on this CPU (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # pragma: no cover - depends on the torch build
-        return False
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TaggerError("device 'cuda' asked for, but no CUDA GPU is available")
-    return dev
-
-
-def resolve_precision(precision: str | None, device: torch.device) -> str:
-    precision = precision or "auto"
-    if precision not in PRECISIONS:
-        raise TaggerError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise TaggerError("fp16 needs a CUDA GPU; on CPU use bf16 or fp32")
-    if precision == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
-        raise TaggerError("this CPU has no fast bf16 support (AVX512-BF16/AMX); use fp32")
-    return precision
 
 
 def lower_precision_weights(model: torch.nn.Module, precision: str) -> None:
@@ -104,19 +76,18 @@ def lower_precision_weights(model: torch.nn.Module, precision: str) -> None:
         label.data = label.data.to(dtype)
 
 
-def autocast_context(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
 class RamTagger(Tagger):
     """A RAM / RAM++ / Tag2Text model pack as a :class:`~phototag.tagging.base.Tagger`.
 
     ``weights`` is a converted ``.safetensors`` (see :mod:`phototag.tagging.weights`); the model is
-    loaded on the first :meth:`predict` and freed by :meth:`close`.
+    loaded on the first :meth:`predict` and freed by :meth:`close`. ``backend`` picks the runtime of
+    the tagging path (:mod:`phototag.tagging.backends`); ``pack_dir`` (default: the weights' folder)
+    holds the exported ONNX files and the benchmark record that ``backend = "auto"`` reads.
     """
+
+    #: the architecture of packs loaded without an ``arch`` (None: the released one, from the weights);
+    #: the tests set it to drive real commands with tiny packs, which the weights alone do not describe
+    default_arch: Any = None
 
     def __init__(
         self,
@@ -134,23 +105,44 @@ class RamTagger(Tagger):
         batch_size: int | None = None,
         model_id: str | None = None,
         arch: Any = None,
+        backend: str | None = None,
+        pack_dir: Path | str | None = None,
     ) -> None:
         self.name = name
         self.kind = kind
         self.model_id = model_id or f"{kind}/{name}"
         self.weights_path = Path(weights)
+        self.pack_dir = Path(pack_dir) if pack_dir is not None else self.weights_path.parent
         self.vocab = vocabulary.with_threshold(threshold) if threshold is not None else vocabulary
         self._sha256 = weights_sha256
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        self.choice = self._choose(backend, precision)
+        self.backend, self.precision = self.choice.backend, self.choice.precision
         self.embedding_dim = 512 if kind in ("ram", "ram_plus") else None
         self.captions = captions and kind == "tag2text" and bert_vocab is not None
         self.bert_vocab = Path(bert_vocab) if bert_vocab else None
         self.batch_size = batch_size or (16 if self.device.type == "cuda" else 4)
-        self.arch = arch  # a RamArch other than the released one (tests)
+        self.arch = arch if arch is not None else self.default_arch  # a RamArch other than the released one
         self._model: torch.nn.Module | None = None
+        self._runner: Any = None
+        self._exports: Any = None
         self._tokenizer = None
         self._lock = threading.Lock()
+
+    def _choose(self, backend: str | None, precision: str | None) -> Choice:
+        asked = precision or "auto"
+        if asked not in ("auto", "int8"):
+            asked = resolve_precision(asked, self.device)  # refuses what this device cannot do
+        return choose_backend(backend, asked, self.device.type, self.pack_dir, self._sha256,
+                              default_precision=resolve_precision("auto", self.device))
+
+    def variant(self, backend: str, precision: str) -> "RamTagger":
+        """The same pack with another runtime / precision (a new, unloaded tagger)."""
+        return RamTagger(
+            self.name, self.kind, self.weights_path, self.vocab, self._sha256, device=str(self.device),
+            precision=precision, captions=self.captions, bert_vocab=self.bert_vocab, batch_size=self.batch_size,
+            model_id=self.model_id, arch=self.arch, backend=backend, pack_dir=self.pack_dir,
+        )
 
     # ------------------------------------------------------------------------------- contract
     @property
@@ -158,13 +150,16 @@ class RamTagger(Tagger):
         return self._sha256
 
     def settings(self) -> dict[str, Any]:
-        return {
+        out = {
             "kind": self.kind,
             "precision": self.precision,
             "device": self.device.type,
             "captions": self.captions,
             **self.vocab.settings(),
         }
+        if self.backend != "torch":  # torch runs leave the settings as they were before backends existed
+            out["backend"] = self.backend
+        return out
 
     def vocabulary(self) -> Sequence[str]:
         """Class names in class order (Tag2Text's list repeats some names)."""
@@ -182,39 +177,71 @@ class RamTagger(Tagger):
         return preprocess(image)
 
     # ---------------------------------------------------------------------------------- model
-    def load(self) -> torch.nn.Module:
-        with self._lock:
-            if self._model is None:
-                from .weights import load_pack_model
+    def _load_torch_model(self) -> torch.nn.Module:
+        from .weights import load_pack_model
 
-                model, kind = load_pack_model(self.weights_path, captioning=self.captions or None, arch=self.arch)
-                if kind.kind != self.kind:
-                    raise TaggerError(f"{self.weights_path} holds a {kind.kind} model, expected {self.kind}")
-                self.vocab.check_classes(kind.num_classes)
+        model, kind = load_pack_model(self.weights_path, captioning=self.captions or None, arch=self.arch)
+        if kind.kind != self.kind:
+            raise TaggerError(f"{self.weights_path} holds a {kind.kind} model, expected {self.kind}")
+        self.vocab.check_classes(kind.num_classes)
+        return model
+
+    @property
+    def exports(self):
+        """The pack's exported ONNX files (:class:`~phototag.tagging.backends.export.Exports`)."""
+        if self._exports is None:
+            from .backends.export import Exports
+
+            self._exports = Exports(self.pack_dir, self.kind, self._sha256)
+        return self._exports
+
+    def load(self) -> torch.nn.Module | None:
+        """Load the runtime (exporting the ONNX file the first time a pack runs on ONNX Runtime or
+        OpenVINO). Returns the torch model where one is loaded: always for torch, and for captions."""
+        with self._lock:
+            if self._runner is None:
                 if self.captions:
                     from .tokenizer import BertTokenizer
 
                     self._tokenizer = BertTokenizer.from_vocab_file(self.bert_vocab)
-                if self.device.type == "cuda":
-                    model = model.to(self.device)
-                lower_precision_weights(model, self.precision)
-                self._model = model
+                if self.backend == "torch":
+                    model = self._load_torch_model()
+                    if self.device.type != "cpu":
+                        model = model.to(self.device)
+                    lower_precision_weights(model, self.precision)
+                    self._model = model
+                    self._runner = TorchRunner(model, self.device, self.precision)
+                else:
+                    self._runner = self._open_exported()
+                    if self.captions:  # the caption decoder stays in torch
+                        self._model = self._load_torch_model()
             return self._model
+
+    def _open_exported(self):
+        from .backends.choice import require_runtime
+        from .backends.runners import OnnxRuntimeRunner, OpenVinoRunner
+
+        require_runtime(self.backend)  # before an export that would be of no use
+        if self.precision == "int8":
+            if self.backend != "onnxruntime":
+                raise TaggerError(f"int8 runs on the onnxruntime backend, not {self.backend}")
+            path = self.exports.int8(self._load_torch_model)
+        else:
+            path = self.exports.onnx(self._load_torch_model)
+        runner = OnnxRuntimeRunner if self.backend == "onnxruntime" else OpenVinoRunner
+        return runner(path, self.precision)
 
     def close(self) -> None:
         with self._lock:
             self._model = None
+            self._runner = None
             self._tokenizer = None
 
-    @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw model outputs for a prepared batch: ``logits`` [B, C] float32, ``image_embeds``, ``embedding``."""
-        model = self.load()
-        x = x.to(self.device)
-        with autocast_context(self.device, self.precision):
-            embeds = model.image_embeds(x)
-            logits = model.logits_from_embeds(embeds)
-        out = {"logits": logits.float(), "image_embeds": embeds}
+        self.load()
+        logits, embeds = self._runner.run(x)
+        out = {"logits": logits, "image_embeds": embeds}
         if self.embedding_dim:
             out["embedding"] = embeds[:, 0].float()
         return out
@@ -255,5 +282,7 @@ class RamTagger(Tagger):
             from .models.caption import generate_caption
         except ImportError:  # pragma: no cover - the caption module ships with phototag
             return [None] * len(tag_strings)
-        with torch.inference_mode(), autocast_context(self.device, self.precision):
-            return generate_caption(self._model, image_embeds, tag_strings, self._tokenizer)
+        precision = self.precision if self.backend == "torch" else "fp32"
+        embeds = image_embeds.to(self.device)
+        with torch.inference_mode(), autocast_context(self.device, precision):
+            return generate_caption(self._model, embeds, tag_strings, self._tokenizer)

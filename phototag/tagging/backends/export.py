@@ -1,0 +1,157 @@
+"""The tagging path of a RAM-class model as an ONNX file: exported once per pack and phototag version.
+
+The graph is image → ``(logits [B, C], image_embeds [B, 1 + tokens, D])``: everything
+:meth:`~phototag.tagging.ram_tagger.RamTagger.predict` needs for tags and the RAM/RAM++ embedding
+(``image_embeds[:, 0]``). Tag2Text's captions stay in torch (the beam search reads ``image_embeds``).
+
+Files live in the pack's folder, ``runtime/``, named by kind, weights hash and phototag version; each
+has a ``.json`` beside it saying what exporting (or quantising) cost. They are written to a temp file
+and renamed (:mod:`phototag.atomic`), so two processes exporting at once or a killed export leave a
+whole file or none; a new export removes the files of older phototag versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+from phototag.atomic import replacing, write_json
+
+log = logging.getLogger(__name__)
+
+RUNTIME_DIR = "runtime"
+OPSET = 18
+
+
+def _stem(kind: str, weights_sha256: str) -> str:
+    from phototag import __version__
+
+    return f"{kind}-{weights_sha256[:16]}-phototag{__version__}"
+
+
+def _cost(path: Path) -> float | None:
+    try:
+        return float(json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def tagging_path_module(model):
+    """``model`` (RAM / RAM++ / Tag2Text) as a module ``x -> (logits, image_embeds)``."""
+    import torch
+
+    from ..models.ram import GroupWiseLinear
+
+    class TaggingPath(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            embeds = self.inner.image_embeds(x)
+            fc = getattr(self.inner, "fc", None)
+            if isinstance(fc, GroupWiseLinear):
+                # Tag2Text's (W · h).sum(-1) as one contraction: the broadcast-multiply-reduce form
+                # came out wrong in OpenVINO 2026.4's CPU plugin (max |Δlogit| 0.23 on a tiny model).
+                q = self.inner.label_embed.weight.unsqueeze(0).expand(embeds.shape[0], -1, -1)
+                h = self.inner.tagging_head.tag_queries(q, embeds)
+                logits = torch.einsum("bch,ch->bc", h, fc.W[0]) + fc.b
+            else:
+                logits = self.inner.logits_from_embeds(embeds)
+            return logits, embeds
+
+    return TaggingPath(model).eval()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter and the quantiser warn at length about things that do not matter here."""
+    import warnings
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+class Exports:
+    """The exported files of one pack (``runtime/`` in its folder). ``exports`` counts real exports."""
+
+    def __init__(self, pack_dir: Path, kind: str, weights_sha256: str) -> None:
+        self.folder = Path(pack_dir) / RUNTIME_DIR
+        self.stem = _stem(kind, weights_sha256)
+        self.kind = kind
+        self.exports = 0
+
+    def fp32_path(self) -> Path:
+        return self.folder / f"{self.stem}.onnx"
+
+    def int8_path(self) -> Path:
+        return self.folder / f"{self.stem}.int8.onnx"
+
+    def cost(self, precision: str) -> float | None:
+        """Seconds the export (plus the quantisation for int8) took when it was made; None if not made yet."""
+        fp32 = _cost(self.fp32_path())
+        if precision != "int8" or fp32 is None:
+            return fp32
+        int8 = _cost(self.int8_path())
+        return None if int8 is None else fp32 + int8
+
+    def onnx(self, load_model: Callable[[], object], image_size: int = 384) -> Path:
+        """The fp32 ONNX file, exported from ``load_model()`` (a float32 CPU model) if not there yet."""
+        path = self.fp32_path()
+        if path.is_file():
+            return path
+        import torch
+
+        t0 = time.perf_counter()
+        module = tagging_path_module(load_model())
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with replacing(path) as tmp, _quiet(), torch.inference_mode():
+            torch.onnx.export(
+                module, (torch.zeros(1, 3, image_size, image_size),), str(tmp),
+                input_names=["pixels"], output_names=["logits", "image_embeds"],
+                dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}, "image_embeds": {0: "batch"}},
+                opset_version=OPSET, dynamo=False,
+            )
+        seconds = time.perf_counter() - t0
+        write_json(path.with_suffix(".json"), {"seconds": round(seconds, 2), "what": "torch.onnx.export"})
+        self.exports += 1
+        log.info("exported %s in %.1f s", path, seconds)
+        self._prune()
+        return path
+
+    def int8(self, load_model: Callable[[], object], image_size: int = 384) -> Path:
+        """The fp32 export with its MatMul/Gemm weights quantised to int8 (ONNX Runtime dynamic quantisation)."""
+        path = self.int8_path()
+        if path.is_file():
+            return path
+        src = self.onnx(load_model, image_size)
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        t0 = time.perf_counter()
+        with replacing(path) as tmp, _quiet():
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul", "Gemm"])
+        seconds = time.perf_counter() - t0
+        write_json(path.with_suffix(".json"), {"seconds": round(seconds, 2), "what": "quantize_dynamic int8"})
+        self.exports += 1
+        return path
+
+    def _prune(self) -> None:
+        """Remove the exports of other weights or phototag versions (they are never read again)."""
+        for old in self.folder.glob(f"{self.kind}-*"):
+            if not old.name.startswith(self.stem + "."):
+                with contextlib.suppress(OSError):
+                    old.unlink()
+
+
+__all__ = ["Exports", "RUNTIME_DIR", "tagging_path_module"]
