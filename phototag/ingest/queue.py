@@ -335,9 +335,10 @@ class WorkQueue:
                 sql.insert(session, WorkItem).values(
                     path=path, reason=reason, model_name=None, priority=PRIORITY_NEW, attempts=1, failures=0,
                     enqueued_at=now, owner=self.owner, heartbeat_at=now,
-                ).on_conflict_do_nothing(index_elements=[WorkItem.path])
-            )
-            if inserted.rowcount == 1:
+                ).on_conflict_do_nothing(index_elements=[WorkItem.path]).returning(WorkItem.id)
+            ).first()
+            # RETURNING, not rowcount: an ORM insert's rowcount is -1 on PostgreSQL
+            if inserted is not None:
                 self._start_heartbeat()
                 return QueuedItem(0, Path(path), reason, PRIORITY_NEW, 0, None, now)
             row = session.scalar(select(WorkItem).where(WorkItem.path == path))
