@@ -49,7 +49,22 @@ class Report:
     synced: int = 0  # unchanged photos whose sidecar changed: keywords read again (no model work)
     errors: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    #: seconds the model took to load (paid once per run, before its first batch)
+    load_seconds: float = 0.0
+    #: seconds in the model's ``predict`` (tagging only, the load not included)
     model_seconds: float = 0.0
+    #: photos the model tagged (``new`` + ``updated`` + ``retagged`` that needed it, failed batches too)
+    model_photos: int = 0
+
+    @property
+    def tagging_seconds(self) -> float:
+        """The run's wall time less the model's load: what throughput is measured against."""
+        return max(0.0, self.seconds - self.load_seconds)
+
+    @property
+    def photos_per_second(self) -> float:
+        """Photos through the model per second of the run, the model's load not counted."""
+        return self.model_photos / self.tagging_seconds if self.tagging_seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +72,8 @@ class Report:
             "failed": self.failed, "missing": self.missing, "retagged": self.retagged, "tagged": self.tagged,
             "busy": self.busy, "copied": self.copied, "synced": self.synced,
             "seconds": round(self.seconds, 3), "model_seconds": round(self.model_seconds, 3),
+            "load_seconds": round(self.load_seconds, 3), "tagging_seconds": round(self.tagging_seconds, 3),
+            "photos_per_second": round(self.photos_per_second, 3),
             "errors": [{"path": p, "error": e} for p, e in self.errors],
         }
 

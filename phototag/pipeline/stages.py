@@ -7,6 +7,14 @@
   ``batch_timeout`` seconds so a lone new photo is not kept waiting;
 * a writer thread stores batch n (:mod:`phototag.pipeline.store`) while the model works on n+1.
 
+How the machine is used follows the tagger's device (:func:`phototag.ingest.pool.plan_resources`): on a
+CPU the cores are split between the decode pool and the model's threads so they never oversubscribe;
+on CUDA every core decodes, the batch is sized to the GPU's free memory, each prepared tensor is put in
+pinned (page-locked) memory in the decode pool — the tagger copies it to the GPU with
+``non_blocking=True`` — and decoded photos are prefetched three batches deep so the GPU never waits.
+The model is loaded once, before the first batch (:meth:`Tagger.ready`), and the report keeps that
+time apart from the tagging time (``load_seconds``, ``tagging_seconds``).
+
 ``Pipeline(..., sequential=True)`` runs the very same stages one after the other in the calling
 thread — no decode pool, no producer or writer thread — like beets' pipeline in its tests: the
 results are the same, and a test (or a debugger) sees one thread and one order. It suits a finite
@@ -28,8 +36,7 @@ from phototag.ingest.decode import DecodeError, decode_photo
 from phototag.ingest.exif import read_exif
 from phototag.ingest.fingerprint import sha256_file
 from phototag.ingest.keywords import PhotoKeywords, read_photo_keywords, sidecar_stat
-from phototag.ingest import pool as decode_pool
-from phototag.ingest.pool import DecodePool
+from phototag.ingest.pool import DecodePool, ResourcePlan, plan_resources, usable_cpus
 from phototag.ingest.queue import WorkQueue
 from phototag.ingest.walk import FoundFile, iter_photo_files
 from phototag.library import Library, PhotoFacts
@@ -58,8 +65,11 @@ class Pipeline:
         self.library = library
         self.tagger = tagger
         settings = library.settings
-        self.decode_workers = decode_pool.decode_workers(settings, decode_workers)
-        self.batch_size = batch_size or int(settings.get("batch_size") or 0) or tagger.batch_size
+        self.device = tagger_device(tagger)
+        self.plan = plan_for(tagger, self.device, workers=decode_workers or int(settings.get("decode_workers") or 0),
+                             batch_size=batch_size or int(settings.get("batch_size") or 0))
+        self.decode_workers = self.plan.decode_workers
+        self.batch_size = self.plan.batch_size
         self.batch_timeout = batch_timeout
         self.sequential = sequential
         self.extensions = settings.get("scan.extensions")
@@ -71,6 +81,10 @@ class Pipeline:
         self.stop_event = stop_event or threading.Event()
         self._claimed: dict[str, datetime.datetime] | None = None  # scan's claims not settled yet
         self._names_zh_filled_for: Tagger | None = None
+        self._ready_for: Tagger | None = None  # the tagger whose model ready() loaded (timed once)
+        self._ready_lock = threading.Lock()
+        self._load_seconds = 0.0  # load time not yet added to a report
+        self._ready_error: tuple[Tagger, Exception] | None = None
         self._classifier = Classifier(self)
         self._store = BatchStore(self)
 
@@ -145,7 +159,13 @@ class Pipeline:
                 job.copy_of = None  # its twin went away meanwhile: the model it is
             decoded = decode_photo(job.path, max_pixels=self.max_pixels)
             exif = read_exif(job.path)
+            try:
+                self._ready()  # the model (and what prepare reads with it) loaded once, before the first photo
+            except Exception:  # not this photo's fault: the batch raises it again and the run stops
+                return Decoded(job)
             prepared = self.tagger.prepare(decoded.image)
+            if self.device == "cuda":
+                prepared = _pinned(prepared)
             stat, keywords = self._keywords(job)
             facts = PhotoFacts(
                 path=job.path, root=job.root, size=job.size, mtime=job.mtime, sha256=job.sha256,
@@ -168,10 +188,15 @@ class Pipeline:
         report = report if report is not None else Report()
         started = time.perf_counter()
         self._fill_names_zh()
-        if self.sequential:
-            self._process_sequentially(jobs, report)
-        else:
-            self._process_threaded(jobs, report)
+        previous_threads = self.tagger.set_threads(self.plan.model_threads)
+        try:
+            if self.sequential:
+                self._process_sequentially(jobs, report)
+            else:
+                self._process_threaded(jobs, report)
+        finally:
+            if previous_threads is not None:
+                self.tagger.set_threads(previous_threads)
         report.seconds = report.seconds or (time.perf_counter() - started)
         return report
 
@@ -203,7 +228,10 @@ class Pipeline:
             raise PersistError(f"cannot store a batch: {type(exc).__name__}: {exc}") from exc
 
     def _process_threaded(self, jobs: Iterable[Job], report: Report) -> None:
-        max_in_flight = max(2 * self.batch_size, self.decode_workers * 2)
+        # decoded photos waiting for the model: the next batch is ready while the model runs this one;
+        # a GPU gets three batches of prefetch (decoding on the CPU must never leave it waiting)
+        depth = 3 if self.device == "cuda" else 2
+        max_in_flight = max(depth * self.batch_size, self.decode_workers * 2)
         pool: DecodePool[Job, Decoded] = DecodePool(self._decode, self.decode_workers, max_in_flight)
         producer = threading.Thread(target=pool.feed, args=(jobs, self.stop_event), name="phototag-discover",
                                     daemon=True)
@@ -269,6 +297,24 @@ class Pipeline:
         if pool.error is not None:
             raise pool.error
 
+    def _ready(self) -> None:
+        """Load the tagger's model once (:meth:`Tagger.ready`), timed apart from tagging: on the first
+        photo that needs it (a decode thread: the others wait), or before the first batch."""
+        if self._ready_for is self.tagger:
+            return
+        with self._ready_lock:
+            if self._ready_error is not None and self._ready_error[0] is self.tagger:
+                raise self._ready_error[1]  # tried once: not again for every photo
+            if self._ready_for is not self.tagger:
+                t0 = time.perf_counter()
+                try:
+                    self.tagger.ready()
+                except Exception as exc:
+                    self._ready_error = (self.tagger, exc)
+                    raise
+                self._load_seconds += time.perf_counter() - t0
+                self._ready_for = self.tagger
+
     def _fill_names_zh(self) -> None:
         """Once per tagger: tags without a Chinese name get the model's (a library tagged before the
         model had them); one query, nothing when all have one."""
@@ -288,9 +334,12 @@ class Pipeline:
         good = [d for d in batch if d.error is None and d.kind == "model"]
         predictions: list = []
         if good:
+            self._ready()
+            report.load_seconds, self._load_seconds = report.load_seconds + self._load_seconds, 0.0
             t0 = time.perf_counter()
             predictions = self.tagger.predict([d.prepared for d in good])
             report.model_seconds += time.perf_counter() - t0
+            report.model_photos += len(good)
         return good, predictions
 
     def _persist(self, batch: list[Decoded], good: list[Decoded], predictions: list, report: Report) -> None:
@@ -313,3 +362,39 @@ class Pipeline:
             except Exception:  # an exporter failing must not lose tagging work
                 log.exception("after-commit hook failed")
 
+
+
+def tagger_device(tagger: Tagger) -> str:
+    """``cpu``, ``cuda`` or ``mps``: where ``tagger``'s model runs (its ``device``; CPU when it has none)."""
+    device = getattr(tagger, "device", None)
+    kind = getattr(device, "type", None) or (str(device).split(":", 1)[0] if device else "cpu")
+    return kind if kind in ("cuda", "mps") else "cpu"
+
+
+def plan_for(tagger: Tagger, device: str, *, workers: int = 0, batch_size: int = 0) -> ResourcePlan:
+    """:func:`plan_resources` for ``tagger`` on this machine (the GPU's free memory asked only on CUDA,
+    where torch is already in use)."""
+    free = None
+    if device == "cuda":
+        import torch
+
+        try:
+            free = torch.cuda.mem_get_info(getattr(tagger, "device", None))[0]
+        except Exception:  # noqa: BLE001 - no memory figure: the tagger's own preference
+            free = None
+    return plan_resources(
+        usable_cpus(), device, prepare_share=tagger.prepare_share, cpu_batch=tagger.batch_size,
+        free_memory=free, input_size=tagger.input_size, workers=workers, batch_size=batch_size,
+    )
+
+
+def _pinned(prepared: Any) -> Any:
+    """``prepared`` with its tensor(s) in pinned memory (the GPU copies from it asynchronously); anything
+    else unchanged."""
+    import torch
+
+    if isinstance(prepared, torch.Tensor):
+        return prepared.pin_memory()
+    if isinstance(prepared, tuple) and hasattr(prepared, "_fields"):  # a NamedTuple (e.g. the built-in model's)
+        return type(prepared)(*(_pinned(p) if isinstance(p, torch.Tensor) else p for p in prepared))
+    return prepared

@@ -58,6 +58,11 @@ class Tagger(abc.ABC):
     embedding_dim: int | None = None
     #: preferred batch size on the current device
     batch_size: int = 8
+    #: share of a photo's CPU work spent in :meth:`prepare` (decode pool) rather than :meth:`predict`;
+    #: the pipeline splits the CPU cores between decoding and the model by it
+    prepare_share: float = 0.1
+    #: side of the model's (square) input in pixels; the pipeline sizes GPU batches by it
+    input_size: int = 224
 
     @property
     @abc.abstractmethod
@@ -91,6 +96,24 @@ class Tagger(abc.ABC):
     def close(self) -> None:
         """Free the model (it is loaded again on the next predict)."""
 
+    def ready(self) -> None:
+        """Load the model now, if it is not loaded (the pipeline calls this before the first batch, so
+        a scan reports the load time apart from the tagging time). Default: nothing (loaded lazily)."""
+
+    def set_threads(self, threads: int) -> int | None:
+        """Compute :meth:`predict` with at most ``threads`` CPU threads (the pipeline's split of the
+        cores between decoding and the model); returns the previous value, to restore, or None.
+        Default: torch's intra-op threads, when torch is in use in this process."""
+        import sys
+
+        torch = sys.modules.get("torch")
+        if torch is None or threads < 1:
+            return None
+        previous = torch.get_num_threads()
+        if previous != threads:
+            torch.set_num_threads(threads)
+        return previous
+
 
 class ForwardingTagger(Tagger):
     """A tagger built on another one (``inner``): everything it does not override is the inner tagger's.
@@ -105,6 +128,8 @@ class ForwardingTagger(Tagger):
         self.model_id = inner.model_id
         self.embedding_dim = inner.embedding_dim
         self.batch_size = inner.batch_size
+        self.prepare_share = inner.prepare_share
+        self.input_size = inner.input_size
 
     @property
     def weights_sha256(self) -> str:  # type: ignore[override]
@@ -130,6 +155,17 @@ class ForwardingTagger(Tagger):
 
     def close(self) -> None:
         self.inner.close()
+
+    def ready(self) -> None:
+        self.inner.ready()
+
+    def set_threads(self, threads: int) -> int | None:
+        return self.inner.set_threads(threads)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "device":  # where the inner model runs (the pipeline's resource plan asks)
+            return getattr(self.inner, name)
+        raise AttributeError(name)
 
 
 @dataclass
