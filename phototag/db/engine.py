@@ -84,7 +84,8 @@ def _stored_revision(conn) -> str | None:
 ConnectionSetup = Callable[[object], None]
 #: run on every new connection of a library engine of that dialect, after the PRAGMAs on SQLite
 #: (see :func:`on_new_connection`)
-_connection_setups: dict[str, list[ConnectionSetup]] = {"sqlite": [], "postgresql": []}
+_connection_setups: list[ConnectionSetup] = []  # SQLite's
+_postgres_connection_setups: list[ConnectionSetup] = []
 
 
 def on_new_connection(setup: ConnectionSetup | None = None, *, dialect: str = "sqlite"):
@@ -99,14 +100,14 @@ def on_new_connection(setup: ConnectionSetup | None = None, *, dialect: str = "s
     without the ``dialect`` argument)."""
     if setup is None:
         return lambda fn: on_new_connection(fn, dialect=dialect)
-    setups = _connection_setups[dialect]
+    setups = _postgres_connection_setups if dialect == "postgresql" else _connection_setups
     if setup not in setups:
         setups.append(setup)
     return setup
 
 
 def _on_connect_postgresql(dbapi_conn, _record) -> None:
-    for setup in list(_connection_setups["postgresql"]):
+    for setup in list(_postgres_connection_setups):
         setup(dbapi_conn)
 
 
@@ -120,7 +121,7 @@ def _on_connect(dbapi_conn: sqlite3.Connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-    for setup in list(_connection_setups["sqlite"]):
+    for setup in list(_connection_setups):
         setup(dbapi_conn)
 
 
