@@ -46,12 +46,12 @@ app = typer.Typer(
 COMMANDS: dict[str, str] = {
     "scan": "Tag every new or changed photo under PATH.",
     "watch": "Watch folders and tag photos as they arrive.",
-    "serve": "Browse, search and correct the library's tags in a web browser.",
     "status": "Show whether `phototag watch` runs for this home, the queue, errors and the last tagged photo.",
     "search": "Find photos. Exits 1 when nothing matched (like grep).",
     "similar": "Show the photos that look most like PHOTO, most similar first.",
     "show": "Show a photo's EXIF, status, caption and tags (with score, source and model).",
     "tags": "List tags with how many photos carry them, most used first.",
+    "serve": "Browse, search and correct the library's tags in a web browser.",
     "export": "Write the library's tags to sidecars or other apps (exporters come from plugins).",
     "retag": "Re-tag photos with a model version, replacing only model tags.",
     "calibrate": "Tune per-tag thresholds from the tags you removed and added.",

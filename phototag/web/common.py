@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -24,6 +25,16 @@ HERE = Path(__file__).resolve().parent
 
 #: the pages' templates (phototag/web/templates), HTML autoescaped
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+def tag_query(name: str) -> str:
+    """The query that finds the photos tagged ``name`` (quoted when it is more than one plain word)."""
+    if re.fullmatch(r"[\w.-]+", name) and not name.startswith("-"):
+        return name
+    return f"'{name}'" if '"' in name else f'"{name}"'
+
+
+templates.env.globals["tag_query"] = tag_query
 
 #: the form field (and header, for scripts) that carries the CSRF token of a POST
 CSRF_FIELD = "csrf"
@@ -60,7 +71,7 @@ def require_csrf(request: Request, form: Any) -> None:
         raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
 
 
-def render(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+def render(request: Request, name: str, /, status_code: int = 200, **context: Any) -> Response:
     """The template ``name`` with ``context``, plus what base.html needs (csrf, nav, the current path)."""
     context.setdefault("csrf", csrf_token(request))
     context.setdefault("nav", NAV)

@@ -249,8 +249,9 @@ def _calibrate(library, job: LearnJob) -> tuple[dict[str, Any], str]:
     else:
         message = (f"tuned {len(result.tuned)} tag thresholds of {result.model}; saved, the next "
                    "`phototag retag` applies them")
-    before, after = result.before, result.after
-    message += f" (held-out F1 {before.f1:.2f} → {after.f1:.2f} on {result.held_out_photos} photos)"
+    if result.held_out_photos:
+        message += (f" (agreement with you on {result.held_out_photos} held-out photos: F1 "
+                    f"{result.before.f1:.2f} → {result.after.f1:.2f})")
     return data, message
 
 
@@ -258,8 +259,11 @@ def _finetune(library, job: LearnJob) -> tuple[dict[str, Any], str]:
     from phototag.learn.finetune import finetune
 
     result = finetune(library, None, progress=job.progress)
-    message = (f"new model version {result.name}: held-out F1 {result.before.f1:.2f} → {result.after.f1:.2f}; "
-               f"re-tag with: phototag retag --model {result.name}")
+    message = f"new model version {result.name}"
+    if result.held_out_photos:
+        message += (f" (agreement with you on {result.held_out_photos} held-out photos: F1 "
+                    f"{result.before.f1:.2f} → {result.after.f1:.2f})")
+    message += f"; re-tag with: phototag retag --model {result.name}"
     return result.as_dict(), message
 
 

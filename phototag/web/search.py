@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -93,48 +92,63 @@ def search_page(request: Request) -> Response:
                   status_code=400 if results.error else 200)
 
 
-def tag_query(name: str) -> str:
-    """The query that finds the photos tagged ``name`` (quoted when it is more than one plain word)."""
-    if re.fullmatch(r"[\w.-]+", name) and not name.startswith("-"):
-        return name
-    return f"'{name}'" if '"' in name else f'"{name}"'
-
-
 @dataclass
 class TagNode:
     name: str
     name_zh: str | None
-    count: int
+    count: int  #: photos that carry this tag
     children: list["TagNode"] = field(default_factory=list)
 
     @property
-    def total(self) -> int:
-        """Its own photos plus those of the tags under it (a photo may be counted twice)."""
-        return self.count + sum(c.total for c in self.children)
+    def used(self) -> int:
+        """Its own photos plus those of the tags under it (for ordering; a photo may count twice)."""
+        return self.count + sum(c.used for c in self.children)
 
 
-def tag_tree(rows: list[dict]) -> list[TagNode]:
-    """``Library.tag_counts`` rows as a forest: each tag under its parent, most used first."""
-    nodes = {r["name"]: TagNode(r["name"], r["name_zh"], r["count"]) for r in rows}
+def tag_tree(session, rows: list[dict]) -> list[TagNode]:
+    """The tags in use (``Library.tag_counts`` rows) as a forest: each under its parent in the
+    library's hierarchy (a parent no photo carries is shown with 0), most used first."""
+    from sqlalchemy import select
+
+    from phototag.db.models import Tag
+
+    counts = {r["name"]: r for r in rows}
+    tags = {t.id: t for t in session.execute(select(Tag.id, Tag.name, Tag.name_zh, Tag.parent_id))}
+    by_name = {t.name: t for t in tags.values()}
+    nodes: dict[int, TagNode] = {}
     roots: list[TagNode] = []
-    for r in rows:
-        parent = r["parent"]
-        if parent and parent != r["name"]:
-            if parent not in nodes:  # a parent no photo carries itself
-                nodes[parent] = TagNode(parent, None, 0)
-                roots.append(nodes[parent])
-            nodes[parent].children.append(nodes[r["name"]])
+
+    def node_of(tag_id: int, depth: int = 0) -> TagNode:
+        if tag_id in nodes:
+            return nodes[tag_id]
+        tag = tags[tag_id]
+        node = nodes[tag_id] = TagNode(tag.name, tag.name_zh, counts[tag.name]["count"] if tag.name in counts else 0)
+        parent = tag.parent_id
+        if parent is not None and parent in tags and parent != tag_id and depth < 64:
+            node_of(parent, depth + 1).children.append(node)
         else:
-            roots.append(nodes[r["name"]])
-    roots.sort(key=lambda n: (-n.total, n.name))
-    return roots
+            roots.append(node)
+        return node
+
+    for name in counts:
+        if name in by_name:
+            node_of(by_name[name].id)
+
+    def ordered(level: list[TagNode]) -> list[TagNode]:
+        level.sort(key=lambda n: (-n.used, n.name.casefold()))
+        for n in level:
+            ordered(n.children)
+        return level
+
+    return ordered(roots)
 
 
 def tags_page(request: Request) -> Response:
     lib = get_library(request)
     with lib.session() as session:
         rows = lib.tag_counts(session)
-    return render(request, "tags.html", tree=tag_tree(rows), tag_count=len(rows), tag_query=tag_query)
+        tree = tag_tree(session, rows)
+    return render(request, "tags.html", tree=tree, tag_count=len(rows))
 
 
 routes = [

@@ -178,6 +178,7 @@ def test_keyboard_review_in_a_real_browser(server, page):
     assert {first, second} == {"chelsea.jpg", "pug.heic"}
     page.keyboard.press("x")  # reject the second
     expect(page.locator("#review-decided")).to_have_text("2")
+    expect(page.locator("#review")).to_have_attribute("data-saving", "0")  # both saves answered
     expect(page.locator("#review-state")).to_contain_text("rejected")
     expect(page.locator("#learn-waiting")).to_have_text("2")
     expect(page.locator("#learn-total")).to_have_text("2")

@@ -9,7 +9,6 @@
     var data = JSON.parse(root.getAttribute("data-review") || "{}");
     var items = data.items || [];
     var index = data.start || 0;
-    var busy = false;
     var preloaded = {};
 
     function el(id) { return document.getElementById(id); }
@@ -68,23 +67,53 @@
       preload(index + 2);
     }
 
+    // a decision shows at once and the next photo comes; the saves go to the server one after
+    // another behind it (a fast reviewer never waits for the network). A save that fails puts the
+    // photo back as it was and says why.
+    var queue = [];
+    var saving = false;
+
+    function setSaving() {
+      var waiting = queue.length + (saving ? 1 : 0);
+      root.setAttribute("data-saving", String(waiting));
+      var note = el("review-saving");
+      if (note) note.textContent = waiting ? " · saving " + waiting + "…" : "";
+    }
+
     function decide(decision) {
-      if (busy || !items.length) return;
+      if (!items.length) return;
       var item = items[index];
-      busy = true;
-      el("review-card").classList.add("saving");
-      post("/review/decide", { tag: data.tag, photo_id: item.id, decision: decision })
+      queue.push({ item: item, decision: decision, before: item.state });
+      item.state = decision === "accept" ? "accepted" : "rejected";
+      setSaving();
+      show(index + 1 < items.length ? index + 1 : index);
+      if (index === items.length - 1 && decidedCount() === items.length) {
+        el("review-state").textContent = items[index].state + " · all " + items.length + " decided";
+      }
+      saveNext();
+    }
+
+    function saveNext() {
+      if (saving || !queue.length) return;
+      var job = queue.shift();
+      saving = true;
+      setSaving();
+      post("/review/decide", { tag: data.tag, photo_id: job.item.id, decision: job.decision })
         .then(function (result) {
-          item.state = result.state;
+          job.item.state = result.state;
           setWaiting(result.corrections);
-          var next = index + 1 < items.length ? index + 1 : index;
-          show(next);
-          if (index === items.length - 1 && next === index && decidedCount() === items.length) {
-            el("review-state").textContent = item.state + " · all " + items.length + " decided";
-          }
         })
-        .catch(function (error) { flash("not saved: " + error.message); })
-        .then(function () { busy = false; el("review-card").classList.remove("saving"); });
+        .catch(function (error) {
+          job.item.state = job.before;
+          show(items.indexOf(job.item));
+          flash(job.item.name + " not saved: " + error.message);
+        })
+        .then(function () {
+          saving = false;
+          setSaving();
+          if (items[index] === job.item && !el("review-state").classList.contains("state-error")) show(index);
+          saveNext();
+        });
     }
 
     function flash(text) {
@@ -163,7 +192,7 @@
     });
 
     document.addEventListener("keydown", function (event) {
-      if (!items.length || event.ctrlKey || event.metaKey || event.altKey) return;
+      if (!items.length || event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
       var target = event.target;
       if (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.isContentEditable)) return;
       var key = event.key;
