@@ -202,7 +202,8 @@ class EmbeddingIndex:
             conn,
             self.model_id,
             "id > :max_id OR created_at > :max_created",
-            {"max_id": old.max_id, "max_created": old.max_created_at},
+            # "" (no rows yet) is no timestamp on PostgreSQL: the earliest one says the same
+            {"max_id": old.max_id, "max_created": old.max_created_at or "0001-01-01 00:00:00"},
         )
         live = self.ids()
         new_ids = np.setdiff1d(changed_ids, live)
