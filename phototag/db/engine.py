@@ -162,7 +162,8 @@ def make_engine(target: Path | str) -> Engine:
         try:
             url = make_url(target)
         except ArgumentError as exc:
-            raise DatabaseError(f"database_url: not a database URL: {target!r}") from exc
+            # (not echoed: it may hold a password)
+            raise DatabaseError("database_url is not a database URL (e.g. postgresql+psycopg://user@host:5432/phototag)") from exc
         if url.get_backend_name() == "sqlite":
             target = Path(url.database or "")
         elif url.get_backend_name() != "postgresql":
