@@ -117,6 +117,11 @@ def test_decisions_are_stored_as_tag_add_and_remove_store_them(client, scanned_h
     assert post("pug.heic", "reject").json()["changed"] is False
     assert post("pug.heic", "accept").json()["state"] == "accepted"
     assert tag_list(web, pug)["removed"] == []
+    # without the page's script the buttons are plain forms: a redirect to the next photo
+    plain = client.post("/review/decide", data={"csrf": csrf, "tag": TAG, "photo_id": ids["pug.heic"],
+                                                "decision": "reject", "next": "1"}, follow_redirects=False)
+    assert plain.status_code == 303 and plain.headers["location"] == f"/review?tag={TAG}&i=1"
+    assert tag_list(web, pug)["removed"] == [TAG]
 
 
 def test_a_decision_without_the_csrf_token_is_refused(client):

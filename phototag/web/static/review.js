@@ -143,7 +143,11 @@
       if (job.total) { bar.max = job.total; bar.value = job.done; }
       else if (job.state !== "running") { bar.max = 1; bar.value = 1; }
       else { bar.removeAttribute("value"); }
-      el("learn-job-message").textContent = job.message || "";
+      var message = job.message || "";
+      if (job.state === "running" && !message) {
+        message = job.total ? "running the model on " + job.total + " corrected photos" : "loading the model…";
+      }
+      el("learn-job-message").textContent = message;
       var running = job.state === "running";
       el("learn-calibrate").disabled = running;
       el("learn-finetune").disabled = running;
