@@ -5,7 +5,6 @@ Image bytes are only ever those of a library photo named by its id: no path come
 
 from __future__ import annotations
 
-import io
 from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
@@ -35,51 +34,42 @@ def _photo_id(request: Request) -> int:
     return request.path_params["photo_id"]
 
 
-def image_of(lib, photo, size: int) -> Response:
-    """The photo as a JPEG whose longest side is at most ``size``: the thumbnail cache's file
-    when there is one (phototag.web.thumbnails), else made now."""
+def image_of(lib, photo, size: int, if_none_match: str | None = None) -> Response:
+    """The photo as a JPEG whose longest side is at most ``size`` (the thumbnail cache's file: made
+    once, from the draft-decoded photo, so HEIC and RAW show too). Its ETag is the cache key (it
+    changes with the photo's content), so a browser's copy is re-checked with a 304, never re-sent."""
+    from phototag.web.thumbnails import thumbnail_path
+
     try:
-        from phototag.web.thumbnails import thumbnail_path
-    except ImportError as exc:
-        if exc.name != "phototag.web.thumbnails":
-            raise
-        thumbnail_path = None
-    try:
-        if thumbnail_path is not None:
-            return FileResponse(thumbnail_path(lib, photo, size), media_type="image/jpeg",
-                                headers={"cache-control": "private, max-age=3600"})
-        return Response(_jpeg(photo, size), media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
+        path = thumbnail_path(lib, photo, size)
     except PhototagError as exc:
         raise HTTPException(404, f"photo {photo.id} cannot be shown: {exc}") from exc
-
-
-def _jpeg(photo, size: int) -> bytes:
-    from phototag.db.models import decode_path
-    from phototag.ingest.decode import decode_photo
-
-    decoded = decode_photo(decode_path(photo.path), min_side=size)
-    image = decoded.image
-    image.thumbnail((size, size))
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=85)
-    return buffer.getvalue()
+    headers = {"cache-control": "private, max-age=60", "etag": f'"{path.stem}"'}
+    if if_none_match is not None and headers["etag"] in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return FileResponse(path, media_type="image/jpeg", headers=headers)
 
 
 async def thumbnail(request: Request) -> Response:
-    lib = get_library(request)
-    size = int(lib.settings.get("serve.thumbnail_size") or 360)
-    return await run_in_threadpool(_image_response, lib, _photo_id(request), size)
+    from phototag.web.thumbnails import thumbnail_size
+
+    return await _image(request, thumbnail_size(get_library(request).settings))
 
 
 async def preview(request: Request) -> Response:
-    return await run_in_threadpool(_image_response, get_library(request), _photo_id(request), PREVIEW_SIZE)
+    return await _image(request, PREVIEW_SIZE)
 
 
-def _image_response(lib, photo_id: int, size: int) -> Response:
+async def _image(request: Request, size: int) -> Response:
+    return await run_in_threadpool(_image_response, get_library(request), _photo_id(request), size,
+                                   request.headers.get("if-none-match"))
+
+
+def _image_response(lib, photo_id: int, size: int, if_none_match: str | None) -> Response:
     with lib.session() as session:
         photo = photo_or_404(session, photo_id)
         session.expunge(photo)
-    return image_of(lib, photo, size)
+    return image_of(lib, photo, size, if_none_match)
 
 
 def _neighbours(lib, session, photo_id: int, query: str | None, index: str | None) -> dict | None:

@@ -153,3 +153,14 @@ def test_serve_refuses_a_port_in_use_in_one_line(web_home):
         taken.listen(1)
         result = cli(web_home, "serve", "--port", str(taken.getsockname()[1]), code=2)
     assert result.output.startswith("error: cannot listen on 127.0.0.1:") and result.output.count("\n") == 1
+
+
+def test_a_thumbnail_is_sent_once_then_checked(client, web_home):
+    pid = photo_id(web_home, "chelsea.jpg")
+    first = client.get(f"/thumb/{pid}")
+    assert first.status_code == 200 and first.headers["content-type"] == "image/jpeg"
+    assert first.content[:3] == b"\xff\xd8\xff"
+    again = client.get(f"/thumb/{pid}", headers={"if-none-match": first.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    preview = client.get(f"/photos/{pid}/preview")
+    assert preview.status_code == 200 and preview.headers["etag"] != first.headers["etag"]
