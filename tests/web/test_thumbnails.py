@@ -161,3 +161,17 @@ def test_served_only_by_photo_id(library, tmp_path):
             assert response.status_code in (200, 404), url
             if response.status_code == 200:  # only the query-string case: the photo's own thumbnail
                 assert response.content == ok.content, url
+
+
+def test_pregenerate_makes_the_thumbnails_a_page_asks_for(library, tmp_path):
+    """What a scan could call after each committed batch: later requests find the files made."""
+    from phototag.web.thumbnails import cached_path, pregenerate, thumbnail_size
+
+    photos = [add_photo(library, save_sample(name, tmp_path / "photos" / f"{name}.jpg")) for name in ("chelsea", "rocket")]
+    broken = tmp_path / "photos" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    bad = add_photo(library, broken)
+    made, errors = pregenerate(library, [p.id for p in photos] + [bad.id, 999])
+    assert made == 2 and len(errors) == 1 and "broken.jpg" in errors[0]
+    size = thumbnail_size(library.settings)
+    assert all(cached_path(library.settings.home, p, size).is_file() for p in photos)
