@@ -176,6 +176,7 @@ def create_app(settings: Settings, *, token: str | None = None, library=None) ->
     app.state.library = Library(settings) if owned else library
     app.state.csrf_secret = secrets.token_urlsafe(32)
     app.state.write_lock = threading.Lock()
+    app.state.notes = {}  # the messages a redirect leads to (common.leave_note)
     app.state.token = token
     app.add_middleware(Guard, token=token)
     return app

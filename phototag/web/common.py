@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import re
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -69,6 +70,22 @@ def require_csrf(request: Request, form: Any) -> None:
     given = (form.get(CSRF_FIELD) if form is not None else None) or request.headers.get(CSRF_HEADER) or ""
     if not isinstance(given, str) or not hmac.compare_digest(given.encode(), csrf_token(request).encode()):
         raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
+
+
+def leave_note(request: Request, message: str) -> str:
+    """Keep ``message`` for the page a redirect leads to; the key to put in its address. (The text
+    itself never travels in an address: a link cannot make a page say what it likes.)"""
+    notes = request.app.state.notes
+    key = secrets.token_urlsafe(9)
+    notes[key] = message
+    while len(notes) > 200:  # notes nobody came back for
+        notes.pop(next(iter(notes)))
+    return key
+
+
+def take_note(request: Request, key: str | None) -> str | None:
+    """The message :func:`leave_note` kept under ``key`` (once), or None."""
+    return request.app.state.notes.pop(key, None) if key else None
 
 
 def render(request: Request, name: str, /, status_code: int = 200, **context: Any) -> Response:

@@ -14,7 +14,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from phototag.errors import PhototagError
-from phototag.web.common import get_library, photo_or_404, render, require_csrf, writing
+from phototag.web.common import get_library, leave_note, photo_or_404, render, require_csrf, take_note, writing
 
 #: longest side of the photo page's preview, in pixels
 PREVIEW_SIZE = 1600
@@ -146,7 +146,7 @@ def photo_page(request: Request) -> Response:
     back = f"?{urlencode({'q': query, 'i': neighbours['index']})}" if neighbours else ""
     return render(request, "photo.html", photo=data, name=path.rsplit("/", 1)[-1], path=path, exif=exif,
                   removed=removed, neighbours=neighbours, similar=similar, q=query or "", here=back,
-                  message=request.query_params.get("message"))
+                  message=take_note(request, request.query_params.get("note")))
 
 
 def _removed_tags(session, photo_id: int) -> list[str]:
@@ -208,7 +208,7 @@ def _change(request: Request, form, names: list[str], action: str) -> Response:
 
 def _back(request: Request, form, message: str) -> Response:
     """Back to the photo page (Post/Redirect/Get), keeping the result set it was opened from."""
-    params = {"message": message}
+    params = {"note": leave_note(request, message)}
     for key in ("q", "i"):
         if form.get(key) is not None and str(form.get(key)) != "":
             params[key] = str(form.get(key))

@@ -164,3 +164,12 @@ def test_a_thumbnail_is_sent_once_then_checked(client, web_home):
     assert again.status_code == 304 and again.content == b""
     preview = client.get(f"/photos/{pid}/preview")
     assert preview.status_code == 200 and preview.headers["etag"] != first.headers["etag"]
+
+
+def test_a_link_cannot_make_a_page_say_what_it_likes(client, web_home):
+    pid = photo_id(web_home, "chelsea.jpg")
+    for forged in ("message", "note"):
+        assert "Your library is lost" not in client.get(f"/photos/{pid}", params={forged: "Your library is lost"}).text
+    done = client.post(f"/photos/{pid}/tags/add", data={"tag": "sofa", "csrf": csrf_of(client, pid)})
+    assert "added sofa" in client.get(done.headers["location"]).text
+    assert "added sofa" not in client.get(done.headers["location"]).text  # said once
