@@ -45,11 +45,15 @@ def temp_path_for(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def replacing(path: Path | str, *, mode: int | None = None) -> Iterator[Path]:
+def replacing(path: Path | str, *, mode: int | None = None, durable: bool = True) -> Iterator[Path]:
     """Yield a temp path beside ``path`` for the caller to write (with ``open`` or any library's
     save-to-file); when the block ends without an error, the temp file is fsynced and renamed over
     ``path``. The new file gets ``mode``, else the mode of the file it replaces, else the usual
-    ``0o666 & ~umask``."""
+    ``0o666 & ~umask``.
+
+    ``durable=False`` skips the two fsyncs, for caches that are rebuilt when lost (thumbnails): the
+    rename still means a reader sees the old file or the whole new one, never a half-written one,
+    but after a power cut the file may be empty (a cache checks what it reads)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(path)
@@ -60,18 +64,20 @@ def replacing(path: Path | str, *, mode: int | None = None) -> Iterator[Path]:
             mode = 0o666 & ~_umask()
     try:
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def write_bytes(path: Path | str, data: bytes, *, mode: int | None = None) -> None:

@@ -89,3 +89,23 @@ def test_kill_9_mid_write_leaves_the_old_file_and_its_temp_file_is_swept(tmp_pat
         mine.write_bytes(b"new")
         assert atomic.remove_stale_temp_files(tmp_path) == [] and mine.exists()
     assert target.read_bytes() == b"new"
+
+
+def test_a_cache_write_skips_fsync_but_still_replaces_whole(tmp_path, monkeypatch):
+    """durable=False (thumbnails): no fsync of file or folder, the old file replaced only when the block ends."""
+    import os
+
+    from phototag import atomic
+
+    target = tmp_path / "thumb.jpg"
+    target.write_bytes(b"old")
+    calls = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
+    with atomic.replacing(target, durable=False) as tmp:
+        tmp.write_bytes(b"new")
+        assert target.read_bytes() == b"old"
+    assert target.read_bytes() == b"new"
+    assert calls == []
+    atomic.write_bytes(target, b"durable")
+    assert len(calls) == 2  # the file and its folder
