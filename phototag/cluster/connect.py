@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -94,13 +96,19 @@ def connect(address: str) -> Iterator[Cluster]:
         "log_to_driver": False,  # the workers' output stays in Ray's logs, never in `--format json`
         "include_dashboard": False,
     }
-    if ray.is_initialized():  # an earlier command of this process (tests) left it connected
-        ray.shutdown()
-    try:
-        ray.init(address=address, **options)
-    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {_first_line(exc)}") from exc
-    try:
-        yield Cluster(address, ray)
-    finally:
-        ray.shutdown()
+    # Ray prints the cluster's error messages ("(raylet) A worker died …") on stdout, which must stay
+    # the command's output alone (`--format json`): while connected, stdout is stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        if ray.is_initialized():  # an earlier command of this process (tests) left it connected
+            ray.shutdown()
+        try:
+            ray.init(address=address, **options)
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+            hint = ""
+            if address not in ("auto", "local") and not os.environ.get("RAY_AUTH_MODE"):
+                hint = " (a cluster with token authentication needs RAY_AUTH_MODE=token and its token: docs/scaling.md)"
+            raise ClusterError(f"cannot connect to the Ray cluster at {address}: {_first_line(exc)}{hint}") from exc
+        try:
+            yield Cluster(address, ray)
+        finally:
+            ray.shutdown()

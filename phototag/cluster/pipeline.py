@@ -38,6 +38,10 @@ log = logging.getLogger("phototag.cluster")
 ATTEMPTS = 2
 #: batches in flight per actor (one being tagged, one waiting in the actor's queue)
 IN_FLIGHT_PER_ACTOR = 2
+#: times a batch may find its actor restarting (not a death of its own) before that counts as one
+UNAVAILABLE_RETRIES = 30
+#: seconds an actor that died or was unavailable is given before it is sent work again
+DOWN_SECONDS = 1.0
 #: seconds to wait for the actors to load the model
 READY_TIMEOUT = 900.0
 
@@ -46,7 +50,8 @@ READY_TIMEOUT = 900.0
 class _Flight:
     batch: list[Decoded]  # everything the batch stores (copies, sidecars, local errors too)
     remote: list[Decoded]  # the photos the actor reads and tags
-    attempts: int = 0
+    attempts: int = 0  # deaths of the actor that ran it
+    unavailable: int = 0  # times it found its actor restarting
     actor: int = 0
 
 
@@ -63,6 +68,8 @@ class RayPipeline(Pipeline):
         self.actors: list = []
         self.actor_pids: list[int] = []  # the actors' processes, as they reported them (tests kill one)
         self.deaths = 0
+        self._down: dict[int, float] = {}  # actor → until when it gets no work (it died: Ray restarts it)
+        self._retry: list[_Flight] = []  # batches to send again
 
     # ---- what stays local -------------------------------------------------------------------
     def _decode(self, job: Job) -> Decoded:
@@ -152,7 +159,11 @@ class RayPipeline(Pipeline):
                 if self.stop_event.is_set():
                     break
                 capacity = IN_FLIGHT_PER_ACTOR * max(1, len(self.actors))
-                while not ended and len(in_flight) < capacity:
+                now = time.monotonic()
+                while self._retry and len(in_flight) < capacity and \
+                        any(self._down.get(i, 0.0) <= now for i in range(len(self.actors))):
+                    self._dispatch(self._retry.pop(0), in_flight, report)
+                while not ended and not self._retry and len(in_flight) < capacity:
                     try:
                         item = pool.get(timeout=0.05 if (in_flight or batch) else 0.5)
                     except queue.Empty:  # nothing decoded yet
@@ -167,12 +178,14 @@ class RayPipeline(Pipeline):
                     if batch and (ended or len(batch) >= self.batch_size):
                         self._dispatch(self._flight(batch), in_flight, report)
                         batch = []
-                if ended and not in_flight:
+                if ended and not in_flight and not self._retry:
                     break
                 if in_flight:
                     done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.2)
                     for ref in done:
                         self._collect(ref, in_flight.pop(ref), in_flight, report)
+                elif self._retry:  # every actor is restarting
+                    time.sleep(0.2)
         except BaseException:
             self.stop_event.set()
             pool.abort()
@@ -197,11 +210,13 @@ class RayPipeline(Pipeline):
             return
         if not self.actors:
             self._start_actors()
-        load = [0] * len(self.actors)
+        now = time.monotonic()
+        load = [0.0] * len(self.actors)
         for f in in_flight.values():
             load[f.actor] += 1
-        if flight.attempts:  # sent again: another actor than the one that died, if there is one
-            load[flight.actor] += IN_FLIGHT_PER_ACTOR + 1
+        for i in range(len(self.actors)):
+            if self._down.get(i, 0.0) > now:  # restarting: the others first
+                load[i] += 1000 + self._down[i] - now
         flight.actor = min(range(len(self.actors)), key=load.__getitem__)
         items = [(self.path_map.to_worker(d.job.path), not d.job.sha256) for d in flight.remote]
         in_flight[self.actors[flight.actor].tag.remote(items)] = flight
@@ -212,8 +227,19 @@ class RayPipeline(Pipeline):
 
         try:
             result = ray.get(ref)
+        except rex.ActorUnavailableError as exc:  # restarting (after a death), or briefly unreachable
+            self._down[flight.actor] = time.monotonic() + DOWN_SECONDS
+            flight.unavailable += 1
+            log.warning("a Ray tagging worker is unavailable (%s): its %d photos are sent again",
+                        (str(exc).splitlines() or [type(exc).__name__])[0], len(flight.remote))
+            if flight.unavailable <= UNAVAILABLE_RETRIES:
+                self._retry.append(flight)
+            else:
+                self._died(flight, exc, report)
+            return
         except (rex.RayActorError, rex.WorkerCrashedError, rex.ObjectLostError, rex.OwnerDiedError) as exc:
-            self._died(flight, exc, in_flight, report)
+            self._down[flight.actor] = time.monotonic() + DOWN_SECONDS
+            self._died(flight, exc, report)
             return
         except rex.RayTaskError as exc:  # the model raised: as in a local scan, the run stops
             cause = getattr(exc, "cause", None) or exc
@@ -235,7 +261,7 @@ class RayPipeline(Pipeline):
         report.model_seconds += result.model_seconds
         self._persist(flight.batch, good, predictions, report)
 
-    def _died(self, flight: _Flight, exc: BaseException, in_flight: dict, report: Report) -> None:
+    def _died(self, flight: _Flight, exc: BaseException, report: Report) -> None:
         """The actor running ``flight`` died: send it again, split it, or (a photo alone, twice) record it."""
         self.deaths += 1
         flight.attempts += 1
@@ -245,13 +271,12 @@ class RayPipeline(Pipeline):
         if self.deaths > ATTEMPTS * (len(self.actors) + 1) * 4 and not report.tagged:
             raise ClusterError(f"the Ray tagging workers keep dying before tagging anything: {why}")
         if flight.attempts < ATTEMPTS:
-            self._dispatch(flight, in_flight, report)
+            self._retry.append(flight)
             return
         if len(flight.remote) > 1:
             others = [d for d in flight.batch if all(d is not r for r in flight.remote)]
             for i, decoded in enumerate(flight.remote):
-                single = _Flight(([*others] if i == 0 else []) + [decoded], [decoded], attempts=0, actor=flight.actor)
-                self._dispatch(single, in_flight, report)
+                self._retry.append(_Flight(([*others] if i == 0 else []) + [decoded], [decoded], actor=flight.actor))
             return
         decoded = flight.remote[0]
         decoded.error = f"tagging it killed a Ray worker {ATTEMPTS} times ({type(exc).__name__})"
