@@ -28,6 +28,25 @@ HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
 
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` as a page can show it: a byte of a file name that is not UTF-8 (``\\udcXX``, see
+    :func:`os.fsdecode`) as ``\\xXX``, a control character as ``\\xNN`` or ``\\n`` (as the CLI shows them)."""
+
+    def escaped(match: re.Match) -> str:
+        ch = match.group()
+        code = ord(ch)
+        if ch in "\n\r\t":
+            return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch]
+        if 0xDC80 <= code <= 0xDCFF:
+            return f"\\x{code - 0xDC00:02x}"
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _UNPRINTABLE.sub(escaped, text)
+
+
 def tag_query(name: str) -> str:
     """The query that finds the photos tagged ``name`` (quoted when it is more than one plain word)."""
     if re.fullmatch(r"[\w.-]+", name) and not name.startswith("-"):
@@ -36,6 +55,18 @@ def tag_query(name: str) -> str:
 
 
 templates.env.globals["tag_query"] = tag_query
+templates.env.filters["printable"] = printable
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# a safety net: a lone surrogate anywhere in a page (a name from a file system) cannot be sent as UTF-8
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    if not isinstance(value, str) or not _LONE_SURROGATE.search(value):
+        return value  # (Markup, a macro's output, stays Markup)
+    return type(value)(_LONE_SURROGATE.sub(lambda m: printable(m.group()), value))
+
+
+templates.env.finalize = _without_lone_surrogates
 
 #: the form field (and header, for scripts) that carries the CSRF token of a POST
 CSRF_FIELD = "csrf"

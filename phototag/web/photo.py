@@ -14,7 +14,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from phototag.errors import PhototagError
-from phototag.web.common import get_library, leave_note, photo_or_404, render, require_csrf, take_note, writing
+from phototag.web.common import get_library, leave_note, photo_or_404, printable, render, require_csrf, take_note, writing
 
 #: longest side of the photo page's preview, in pixels
 PREVIEW_SIZE = 1600
@@ -110,7 +110,7 @@ def _similar(lib, session, photo_id: int) -> list[dict]:
         hits = find_similar(lib, session, f"#{photo_id}", limit=13)
     except (SearchError, PhototagError):
         return []
-    return [{"id": h.photo_id, "name": h.path.rsplit("/", 1)[-1], "score": h.score}
+    return [{"id": h.photo_id, "name": printable(h.path.rsplit("/", 1)[-1]), "score": h.score}
             for h in hits if h.photo_id != photo_id][:12]
 
 
@@ -129,7 +129,6 @@ def _shown(key: str, value) -> str:
 
 
 def photo_page(request: Request) -> Response:
-    from phototag.db.models import decode_path
     from phototag.library import photo_as_dict
 
     lib = get_library(request)
@@ -141,7 +140,7 @@ def photo_page(request: Request) -> Response:
         removed = _removed_tags(session, photo_id)
         neighbours = _neighbours(lib, session, photo_id, query, request.query_params.get("i"))
         similar = _similar(lib, session, photo_id)
-    path = decode_path(data["path"])
+    path = printable(data["path"])
     exif = [(label, _shown(key, data[key])) for key, label in EXIF_FIELDS if data.get(key) is not None]
     back = f"?{urlencode({'q': query, 'i': neighbours['index']})}" if neighbours else ""
     return render(request, "photo.html", photo=data, name=path.rsplit("/", 1)[-1], path=path, exif=exif,
@@ -192,10 +191,8 @@ def _change(request: Request, form, names: list[str], action: str) -> Response:
             present = {t["name"] for t in lib.photo_tags(session, photo_id)}
             absent = [n for n in names if n not in present]
             if absent:
-                from phototag.db.models import decode_path
-
                 have = ", ".join(sorted(present)) or "none"
-                return _back(request, form, f"{decode_path(photo.path)} has no tag {', '.join(map(repr, absent))}; "
+                return _back(request, form, f"{printable(photo.path)} has no tag {', '.join(map(repr, absent))}; "
                              f"nothing removed (its tags: {have})")
             changed = lib.remove_tags(session, photo, names)
     errors = photos_tagged(lib, [photo_id]) if changed else []

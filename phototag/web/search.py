@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from phototag.errors import PhototagError
-from phototag.web.common import get_library, render
+from phototag.web.common import get_library, printable, render
 
 #: photos on one result page
 PAGE_SIZE = 100
@@ -51,7 +51,7 @@ def run_query(lib, query: str, page: int) -> Results:
     """The page ``page`` (from 1) of ``query``'s results; the query's error message instead when it has one."""
     from sqlalchemy import select
 
-    from phototag.db.models import Photo, decode_path
+    from phototag.db.models import Photo
 
     results = Results(query, page)
     try:
@@ -65,7 +65,7 @@ def run_query(lib, query: str, page: int) -> Results:
         return results
     for offset, pid in enumerate(part):
         if pid in paths:
-            path = decode_path(paths[pid])
+            path = printable(paths[pid])
             results.photos.append({"id": pid, "name": path.rsplit("/", 1)[-1], "path": path,
                                    "index": results.first + offset})
     return results

@@ -173,3 +173,24 @@ def test_a_link_cannot_make_a_page_say_what_it_likes(client, web_home):
     done = client.post(f"/photos/{pid}/tags/add", data={"tag": "sofa", "csrf": csrf_of(client, pid)})
     assert "added sofa" in client.get(done.headers["location"]).text
     assert "added sofa" not in client.get(done.headers["location"]).text  # said once
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_and_its_photo_served(client, web_home, library_folder, tmp_path):
+    import os
+    import shutil
+    import sqlite3
+
+    from phototag.config import load_settings
+    from phototag.db.models import encode_path
+
+    odd = os.fsdecode(bytes(tmp_path) + b"/caf\xe9 \x07.jpg")
+    shutil.copy(library_folder / "coffee.jpg", odd)
+    pid = photo_id(web_home, "coffee.jpg")
+    with sqlite3.connect(load_settings(web_home, environ={}).db_path) as db:
+        db.execute("UPDATE photos SET path = ? WHERE id = ?", (encode_path(odd), pid))
+    db.close()
+    page = client.get("/", params={"q": "espresso"})
+    assert page.status_code == 200 and 'alt="caf\\xe9 \\x07.jpg"' in page.text
+    assert client.get(f"/photos/{pid}").status_code == 200
+    assert client.get(f"/thumb/{pid}").headers["content-type"] == "image/jpeg"
+    assert client.get(f"/api/photos/{pid}").json()["path"] == odd  # as `show --format json` writes it: \\udce9
