@@ -37,3 +37,14 @@
     });
   });
 })();
+
+// the photo page: ← and → go to the previous and next photo of the result set
+(function () {
+  document.addEventListener("keydown", function (event) {
+    if (event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    if (event.target.closest && event.target.closest("input, textarea, select, button, [contenteditable]")) return;
+    const link = event.key === "ArrowLeft" ? document.getElementById("prev")
+      : event.key === "ArrowRight" ? document.getElementById("next") : null;
+    if (link) window.location.assign(link.href);
+  });
+})();
