@@ -5,6 +5,7 @@ Image bytes are only ever those of a library photo named by its id: no path come
 
 from __future__ import annotations
 
+import threading
 from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +16,8 @@ from starlette.routing import Route
 
 from phototag.errors import PhototagError
 from phototag.web.common import get_library, leave_note, photo_or_404, printable, render, require_csrf, take_note, writing
+
+_SIMILAR_LOCK = threading.Lock()
 
 #: longest side of the photo page's preview, in pixels
 PREVIEW_SIZE = 1600
@@ -107,7 +110,8 @@ def _similar(lib, session, photo_id: int) -> list[dict]:
     from phototag.search.service import find_similar
 
     try:
-        hits = find_similar(lib, session, f"#{photo_id}", limit=13)
+        with _SIMILAR_LOCK:  # one index update at a time when several pages open at once
+            hits = find_similar(lib, session, f"#{photo_id}", limit=13)
     except (SearchError, PhototagError):
         return []
     return [{"id": h.photo_id, "name": printable(h.path.rsplit("/", 1)[-1]), "score": h.score}
