@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("phototag.watch")
 
 IDLE_CLAIM_SECONDS = 30.0  # the consumer re-reads the queue at least this often when idle
+#: the same on a shared library (PostgreSQL): rows other watchers enqueue, or leave behind when
+#: killed, wake nobody here
+SHARED_IDLE_CLAIM_SECONDS = 2.0
 PROBE_TIMEOUT_SECONDS = 120.0  # a suspect photo whose decoding hangs this long counts as a failure
 
 
@@ -91,7 +94,8 @@ class Consumer:
                     and w.ready.is_set()):
                 self._say_caught_up()
             if not items:
-                for _ in range(int(IDLE_CLAIM_SECONDS)):
+                idle = SHARED_IDLE_CLAIM_SECONDS if w.leadership.shared else IDLE_CLAIM_SECONDS
+                for _ in range(int(idle)):
                     if w.wakeup.wait(1.0) or self._ending():
                         break
                 w.wakeup.clear()

@@ -44,6 +44,7 @@ from phototag.watch.consumer import Consumer
 from phototag.watch.errors import FATAL_AFTER, WatchError, WatchFatal
 from phototag.watch.events import EventTracker
 from phototag.watch.hotswap import ModelFollower
+from phototag.watch.leadership import Leadership
 from phototag.watch.observers import Observers
 from phototag.watch.roots import Roots
 
@@ -105,6 +106,8 @@ class Watcher:
         self.on_state = on_state
         self.on_commit = on_commit  # the caller's: after each committed batch
         self.queue = WorkQueue(library)
+        #: on a shared library (PostgreSQL) the watchers elect who walks each root (leadership)
+        self.leadership = Leadership(library)
         self.stats = WatchStats()
         self.wakeup = threading.Event()  # something was enqueued (or we are stopping)
         self.events = EventTracker(self, stable_seconds=setting(stable_seconds, "watch.stable_seconds"),
@@ -158,6 +161,7 @@ class Watcher:
             if event_thread.is_alive():
                 event_thread.join(timeout=30)
             self.queue.close()
+            self.leadership.close()
             self.models.drop_next()
             unsettled = self.events.pending_count()
             if unsettled:  # not enqueued: the next start's catch-up pass finds them on disk
@@ -252,6 +256,8 @@ class Watcher:
         self.stop()
 
     def _database_identity(self) -> tuple[int, int] | None:
+        if self.library.db.path is None:  # a server database (PostgreSQL): no file to watch
+            return None
         try:
             st = os.stat(self.library.db.path)
         except OSError:

@@ -21,6 +21,7 @@ from phototag.retag import RetagError
 from phototag.retag.policy import schedule_background_retag
 from phototag.tagging.base import Tagger
 from phototag.tagging.registry import get_tagger
+from phototag.watch.leadership import RETAG
 
 if TYPE_CHECKING:
     from phototag.watch.daemon import Watcher
@@ -81,6 +82,8 @@ class ModelFollower:
                            "the default model is %s", tagger.name, default, extra={"event": "retag_off"})
             return
         if w.consumer.catching_up:  # the catch-up's photos first; the consumer calls check_soon() after
+            return
+        if not w.leadership.leads(RETAG):  # a shared library: one watcher schedules for all
             return
         try:
             queued = schedule_background_retag(w.library, settings, now=dt.datetime.now().astimezone(),

@@ -1,6 +1,11 @@
 """One watcher per library home: ``<home>/watch.lock``.
 
 The lock is an exclusive ``flock`` held for as long as a watcher runs; it holds the watcher's pid.
+A library on a database server (``database_url``) is shared by design: several watchers, on several
+machines or in one home, work from its one queue (:mod:`phototag.watch.leadership`), so their lock
+is a *shared* ``flock`` (``shared=True``): it lets other such watchers in, still keeps out a watcher
+of the home's SQLite library (and is kept out by one), and tells ``phototag status`` that one runs
+(with no pid: there may be several).
 The kernel releases it when the process dies, so a ``kill -9`` never leaves a stale lock, and
 ``phototag status`` tests the lock rather than trusting the pid. ``fcntl`` is imported by the
 functions that lock: Linux and macOS have it; on Windows no watcher can start (a one-line error)
@@ -10,20 +15,23 @@ and ``phototag status`` says none runs.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from phototag import atomic
 from phototag.watch.errors import WatchError
 
 LOCK_NAME = "watch.lock"
+LOCK_TRIES = 20  # about a second
 
 
 class WatchLock:
     """An exclusive ``flock`` on ``<home>/watch.lock``: released by the kernel when the process dies,
     so a kill -9 never leaves a stale lock."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, shared: bool = False):
         self.path = Path(home) / LOCK_NAME
+        self.shared = shared
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -34,17 +42,30 @@ class WatchLock:
                              "(Linux, macOS)") from None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        mode = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
+        for attempt in range(LOCK_TRIES):
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                break
+            except OSError:
+                # `phototag status` tests the lock for an instant: try again before calling it taken
+                if attempt + 1 < LOCK_TRIES:
+                    time.sleep(0.05)
+        else:
             os.close(fd)
             pid = read_lock_pid(self.path)
+            if self.shared:
+                raise WatchError(
+                    f"a phototag watch of this home's own (SQLite) library runs for {self.path.parent}"
+                    + (f" (pid {pid})" if pid else "") + "; stop it first, or give this watcher its own --home"
+                ) from None
             raise WatchError(
                 f"another phototag watch is already running for {self.path.parent}"
                 + (f" (pid {pid})" if pid else "") + "; stop it first (systemctl --user stop phototag, or kill it)"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.ftruncate(fd, 0)  # shared: several watchers, no one pid
+        if not self.shared:
+            os.write(fd, f"{os.getpid()}\n".encode())
         os.fsync(fd)
         self._fd = fd
         atomic.remove_stale_temp_files(self.path.parent)  # a watch.json being written when a watcher was killed
@@ -90,10 +111,10 @@ def running_watcher(home: Path) -> int | None:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    try:  # exclusive: held shared (watchers of a server database) or exclusive, a watcher runs
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        return read_lock_pid(path) or -1  # held: a watcher runs
+        return read_lock_pid(path) or -1  # held: a watcher runs (-1: which one is not known)
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None

@@ -56,6 +56,7 @@ class Roots:
         self.follow_symlinks = follow_symlinks
         self.home = home
         self.last_reconcile = 0.0
+        self.already_queued = 0  # files a reconcile pass found waiting in the queue already
 
     def __iter__(self) -> Iterator[RootState]:
         return iter(self.states)
@@ -136,11 +137,28 @@ class Roots:
                 self.resume(root)
             elif not root.paused and not present:
                 self.pause(root)
+        self._take_over_leads()
+
+    def _take_over_leads(self) -> None:
+        """A shared library: a root another watcher walked is ours to walk once that watcher is gone
+        (stopped, killed, its drive unmounted); start with a catch-up pass of it."""
+        leadership = self.watcher.leadership
+        if not leadership.shared:
+            return
+        leadership.check()
+        held = leadership.held()
+        for root in self.states:
+            if root.paused or str(root.path) in held or not leadership.leads(str(root.path)):
+                continue
+            log.info("root %s: this watcher now runs its catch-up and reconcile passes (the watcher that "
+                     "did is gone)", root.path, extra={"event": "lead_taken", "root": str(root.path)})
+            self.reconcile(root)
 
     def pause(self, root: RootState) -> None:
         w = self.watcher
         root.paused = True
         root.device = None  # when it comes back it may be on another device number
+        w.leadership.resign(str(root.path))  # a watcher that still sees it walks it
         w.observers.unschedule(root)
         w.events.forget_under(str(root.path).rstrip(os.sep) + os.sep)
         log.warning("root %s went away (unmounted or removed): paused; its photos are not marked missing",
@@ -167,6 +185,8 @@ class Roots:
         w = self.watcher
         if not self.present(root):
             self.pause(root) if not root.paused else None
+            return 0
+        if not w.leadership.leads(str(root.path)):  # another watcher sharing the library walks it
             return 0
         prefix = str(root.path).rstrip(os.sep) + os.sep
         with w.library.session() as session:
@@ -197,6 +217,15 @@ class Roots:
                 w.events.track(path, PRIORITY_CATCH_UP)
             else:
                 todo.append(path)
+        # a file already queued waits its turn: whoever claims it looks at the file as it is then.
+        # Enqueued again, it would be bumped, and a claim in flight (of a watcher that took over from
+        # one that died, say) would be stored, kept queued and looked at once more
+        queued: set[str] = set()
+        for start in range(0, len(todo), 500):
+            queued |= w.queue.queued_paths(todo[start:start + 500])
+        if queued:
+            todo = [p for p in todo if p not in queued]
+            self.already_queued += len(queued)
         if todo:
             w.queue.enqueue(todo, "new", PRIORITY_CATCH_UP)
             w.stats.enqueued += len(todo)
@@ -208,8 +237,9 @@ class Roots:
             with w.library.session() as session:
                 missing = w.library.mark_missing(session, gone)
             w.queue.forget(gone)
-        log.info("reconciled %s: %d to tag, %d missing", root.path, len(todo), missing,
-                 extra={"event": "reconciled", "root": str(root.path), "count": len(todo), "missing": missing})
+        log.info("reconciled %s: %d to tag, %d already queued, %d missing", root.path, len(todo), len(queued),
+                 missing, extra={"event": "reconciled", "root": str(root.path), "count": len(todo),
+                                 "queued": len(queued), "missing": missing})
         return len(todo)
 
     def reconcile_all(self) -> None:
@@ -247,13 +277,19 @@ class Roots:
         roots = ", ".join(str(r.path) for r in self.states if not r.paused)
         if not roots:
             return
-        waiting = w.stats.enqueued + w.events.pending_count()
+        held = w.leadership.held()
+        others = [str(r.path) for r in self.states if not r.paused and w.leadership.shared and str(r.path) not in held]
+        if others:
+            log.info("%s: walked by another watcher sharing this library (its catch-up and reconcile passes); "
+                     "this one tags from the shared queue and takes over if that watcher stops",
+                     ", ".join(others), extra={"event": "lead_elsewhere", "count": len(others)})
+        waiting = w.stats.enqueued + self.already_queued + w.events.pending_count()
         if waiting:
             w.consumer.catching_up = True
             log.info("catching up: %d photos in %s to tag (new or changed since the library saw them); "
                      "new photos are tagged as they arrive", waiting, roots,
                      extra={"event": "catching_up", "count": waiting})
-        else:
+        elif not others:
             log.info("up to date: every photo in %s is tagged; watching for new ones (Ctrl-C stops)", roots,
                      extra={"event": "caught_up", "count": 0})
 
