@@ -10,7 +10,9 @@ open while it runs. When the leader stops, dies (``kill -9``, a crash) or loses 
 connection ends and the server drops the lock; another watcher takes it at its next root check
 (every two seconds) and starts with a catch-up pass of that root, since the old leader may have
 been waiting for files to become stable. A watcher whose root goes away (an unmounted drive) gives
-up that root's lead, so a machine that still sees the folder takes it.
+up that root's lead, so a machine that still sees the folder takes it. A machine that vanishes
+without closing its connection (a power cut, a lost network) keeps its leads until the server
+notices: the lead connection asks the server for TCP keepalives (:data:`KEEPALIVE`), about a minute.
 
 On SQLite there is one watcher per library (the home's lock, :mod:`phototag.watch.lock`): it leads
 everything, and nothing here touches the database.
@@ -28,6 +30,9 @@ log = logging.getLogger("phototag.watch")
 
 #: the lead of background re-tag scheduling (one per library)
 RETAG = "retag"
+#: the server probes the lead connection after 30 s of silence, every 10 s, and drops it (and its
+#: locks) after 3 unanswered probes (no effect on a Unix socket)
+KEEPALIVE = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10, "tcp_keepalives_count": 3}
 
 
 def lock_key(name: str) -> int:
@@ -53,6 +58,8 @@ class Leadership:
         try:
             if self._conn is None:
                 self._conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                for name, value in KEEPALIVE.items():
+                    self._conn.execute(text(f"SET {name} = {int(value)}"))
             got = bool(self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(name)}).scalar())
         except Exception as exc:  # the server is unreachable: not the leader now; the next check tries again
             log.warning("cannot ask the database who leads %s: %s: %s", name, type(exc).__name__, exc,

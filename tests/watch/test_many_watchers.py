@@ -151,3 +151,22 @@ def test_home_lock_is_shared_between_watchers_of_a_server_library_only(tmp_path)
         first.release()
         second.release()
     assert running_watcher(home) is None
+
+
+def test_a_lead_is_held_by_one_watcher_and_passes_on_when_it_resigns_or_goes(pg_url, library):  # noqa: F811
+    from phototag.watch.leadership import RETAG, Leadership
+
+    other_lib = Library(library.settings)
+    try:
+        mine, theirs = Leadership(library), Leadership(other_lib)
+        assert mine.shared and mine.leads("/photos") and mine.leads(RETAG)
+        assert not theirs.leads("/photos") and not theirs.leads(RETAG) and theirs.leads("/scans")
+        mine.resign("/photos")  # its drive went away here
+        assert theirs.leads("/photos") and not mine.leads("/photos")
+        mine.close()  # stopped (or died: its connection ends either way)
+        assert theirs.leads(RETAG) and theirs.held() == {"/photos", "/scans", RETAG}
+        theirs.check()  # the connection is alive: the leads stay
+        assert theirs.held() == {"/photos", "/scans", RETAG}
+        theirs.close()
+    finally:
+        other_lib.close()
