@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import Optional
 
@@ -59,7 +60,24 @@ def serve(
 
         webbrowser.open(url + (f"?token={token}" if token else ""))
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    _server_class()(config).run(sockets=[sock])
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, except that Ctrl-C or SIGTERM (a service manager's stop) ends ``serve``
+        with exit 0 once the open requests are answered, as ``phototag watch`` does (uvicorn would
+        raise the signal again after its shutdown, and SIGTERM would end the process with 143)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+
+    return Server
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -176,3 +176,16 @@ def test_nothing_but_library_photos_is_served(server, path):
     status, body = _get(server.url.rstrip("/") + path)
     assert status == 404, (path, status)
     assert b"root:" not in body and b"import" not in body
+
+
+def test_sigterm_stops_serve_cleanly(scanned_home, tmp_path):
+    """A service manager's stop (SIGTERM) ends serve with exit 0, as Ctrl-C does."""
+    import signal
+
+    server = start_server(copy_home(scanned_home, tmp_path / "home"))
+    try:
+        assert _get(server.url + "api/photos/1")[0] == 200
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(15) == 0, server.process.stderr.read()
+    finally:
+        server.stop()
