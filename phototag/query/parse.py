@@ -129,13 +129,17 @@ def tokenize(source: str | Sequence[str]) -> list[str]:
         lexer.escape = ""  # keep "\" for regexes like path::\.heic$ and escapes like a\:b
         lexer.commenters = ""
         try:
-            return list(lexer)
+            words = list(lexer)
         except ValueError as exc:
             raise QueryError(f"cannot split the query {source!r}: {exc} (unbalanced quote?)") from None
-    words = list(source)
+    else:
+        words = list(source)
     for w in words:
         if not isinstance(w, str):
             raise TypeError(f"query words must be strings, got {w!r}")
+        if "\x00" in w:
+            # no file name, tag or caption holds it, and PostgreSQL text cannot: one answer on both databases
+            raise QueryError(f"{w!r}: a query cannot contain the NUL character")
     return words
 
 

@@ -59,3 +59,14 @@ def test_translated_regex_matches_what_python_matches(pg, pattern):
 def test_regex_without_a_postgresql_equivalent_is_a_query_error(pattern):
     with pytest.raises(QueryError, match="not supported on PostgreSQL"):
         postgres_regex(pattern)
+
+
+def test_a_nul_character_in_a_query_is_a_query_error_on_both_databases(library_db):
+    """PostgreSQL text cannot hold NUL (a bound value with one was a driver error, a web search with
+    %00 a server error); no path, tag or caption holds one, so the query is refused on both."""
+    from phototag.query import search_ids
+
+    with library_db.session() as s:
+        for query in ("path:/lib\x00", ["caption:a\x00b"], "tag::\x00"):
+            with pytest.raises(QueryError, match="NUL"):
+                search_ids(s, query)
