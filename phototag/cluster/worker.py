@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ class TaggingWorker:
         self.max_pixels = max_pixels
         self.tagger = get_tagger(Settings(home=Path(os.fsdecode(home)), data=data), model)
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="phototag-decode")
+        # two batches run at once (max_concurrency=2): one is read and decoded while the other is in
+        # the model, which one thread at a time owns
+        self.model_lock = threading.Lock()
         try:
             import torch
 
@@ -107,9 +111,10 @@ class TaggingWorker:
         good = [i for i, (result, _) in enumerate(read) if result.error is None]
         seconds = 0.0
         if good:
-            t0 = time.perf_counter()
-            predictions = self.tagger.predict([read[i][1] for i in good])
-            seconds = time.perf_counter() - t0
+            with self.model_lock:
+                t0 = time.perf_counter()
+                predictions = self.tagger.predict([read[i][1] for i in good])
+                seconds = time.perf_counter() - t0
             for i, prediction in zip(good, predictions):
                 read[i][0].prediction = prediction
         return BatchResult([result for result, _ in read], seconds, os.getpid())
@@ -131,6 +136,6 @@ def start_workers(cluster, settings, model: str, home: bytes, asked: int) -> lis
     """Start the tagging actors (each loads the model once, on its first batch)."""
     ray = cluster.ray
     count, resources, threads = plan_workers(cluster.resources(), cluster.nodes(), asked)
-    actor_class = ray.remote(max_restarts=MAX_RESTARTS, max_task_retries=0, **resources)(TaggingWorker)
+    actor_class = ray.remote(max_restarts=MAX_RESTARTS, max_task_retries=0, max_concurrency=2, **resources)(TaggingWorker)
     max_pixels = int(settings.get("scan.max_pixels") or 300_000_000)
     return [actor_class.remote(home, settings.data, model, threads, max_pixels) for _ in range(count)]
