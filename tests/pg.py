@@ -124,7 +124,9 @@ def _admin_engine(url: str):
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
-    return create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    # client_encoding: a cluster initdb'd in the C locale is SQL_ASCII, and psycopg then gives bytes
+    return create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool,
+                         connect_args={"client_encoding": "utf8"})
 
 
 @contextlib.contextmanager
