@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from typing import Optional
 
 import typer
 
@@ -17,10 +16,10 @@ def register(app: typer.Typer) -> None:
 
 def serve(
     ctx: typer.Context,
-    host: Optional[str] = typer.Option(None, "--host", help="Address to listen on (default: serve.host, 127.0.0.1). "
-                                       "Any other than localhost needs the token.", show_default=False),
-    port: Optional[int] = typer.Option(None, "--port", "-p", min=0, max=65535,
-                                       help="Port (default: serve.port, 8765; 0 = any free port).", show_default=False),
+    host: str | None = typer.Option(None, "--host", help="Address to listen on (default: serve.host, 127.0.0.1). "
+                                    "Any other than localhost needs the token.", show_default=False),
+    port: int | None = typer.Option(None, "--port", "-p", min=0, max=65535,
+                                    help="Port (default: serve.port, 8765; 0 = any free port).", show_default=False),
     open_browser: bool = typer.Option(False, "--open", help="Open the app in a web browser."),
 ) -> None:
     """Browse, search and correct the library's tags in a web browser.

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import html
 import importlib
 import secrets
 import threading
+from collections.abc import Iterable
 from http.cookies import SimpleCookie
-from typing import Iterable
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -38,8 +39,8 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
     (b"content-security-policy",
-     b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-     b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
+     (b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+      b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'")),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
@@ -104,12 +105,18 @@ class Guard:
             return None
         given = request.query_params.get("token")
         if self._matches(given):
-            if request.method in ("GET", "HEAD"):
-                # the token leaves the address bar (and the history) and lives in a cookie from now on
-                rest = urlencode([(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True) if k != "token"])
-                response: Response = RedirectResponse(request.url.path + (f"?{rest}" if rest else ""), status_code=303)
-            else:
+            if request.method not in ("GET", "HEAD"):
                 return None
+            # the token leaves the address bar (and the history) and lives in a cookie from now on. A
+            # page that moves on by itself, not a redirect: a redirect that a link on another site
+            # started is cross-site, and the browser would not send the SameSite=Strict cookie with it
+            rest = urlencode([(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True) if k != "token"])
+            target = html.escape(request.url.path + (f"?{rest}" if rest else ""))
+            response = HTMLResponse(
+                f'<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0; url={target}">'
+                f'<title>phototag</title><p><a href="{target}">Continue to phototag</a></p>',
+                headers={"cache-control": "no-store"},
+            )
             cookie = SimpleCookie()
             cookie[TOKEN_COOKIE] = given
             morsel = cookie[TOKEN_COOKIE]

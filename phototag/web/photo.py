@@ -15,7 +15,16 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from phototag.errors import PhototagError
-from phototag.web.common import get_library, leave_note, photo_or_404, printable, render, require_csrf, take_note, writing
+from phototag.web.common import (
+    get_library,
+    leave_note,
+    photo_or_404,
+    printable,
+    render,
+    require_csrf,
+    take_note,
+    writing,
+)
 
 _SIMILAR_LOCK = threading.Lock()
 

@@ -97,7 +97,7 @@ class TagNode:
     name: str
     name_zh: str | None
     count: int  #: photos that carry this tag
-    children: list["TagNode"] = field(default_factory=list)
+    children: list[TagNode] = field(default_factory=list)
 
     @property
     def used(self) -> int:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import TEST_PHOTOS, cli_scan
 
 #: where the screenshots of the pages go (look at them after a run)

@@ -9,7 +9,14 @@ import urllib.request
 
 import pytest
 
-from web.conftest import copy_home, outward_address, photo_id, run_cli, screenshot, start_server
+from web.conftest import (
+    copy_home,
+    outward_address,
+    photo_id,
+    run_cli,
+    screenshot,
+    start_server,
+)
 
 
 def test_search_cat_shows_chelsea_and_its_page(server, page):
@@ -160,10 +167,11 @@ def test_beyond_localhost_the_token_is_required(scanned_home, tmp_path, browser)
         context = browser.new_context()
         page = context.new_page()
         page.goto(f"{url}?token={remote.token}")
-        assert "token" not in page.url  # out of the address bar (and the history)
+        page.wait_for_url(lambda address: "token" not in address)  # out of the address bar (and the history)
+        page.locator("#results").wait_for()
         page.goto(url + "?q=cat")
         assert page.locator("#results img[alt='chelsea.jpg']").count() == 1
-        cookie = [c for c in context.cookies() if c["name"] == "phototag_token"][0]
+        cookie = next(c for c in context.cookies() if c["name"] == "phototag_token")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         context.close()
     finally:
