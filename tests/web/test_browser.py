@@ -73,6 +73,7 @@ def test_heic_preview_is_shown_as_jpeg(server, page):
     page.wait_for_function("() => document.querySelector('figure.preview img').naturalWidth > 0")
     width = page.evaluate("() => document.querySelector('figure.preview img').naturalWidth")
     assert width == 1600  # the 4032×3024 iPhone photo, decoded from HEIC, sized for the page
+    screenshot(page, "photo-heic")
 
 
 def test_remove_and_add_a_tag_as_the_cli_stores_it(server, page):
