@@ -16,9 +16,9 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from conftest import cli, save_sample
 from pg import pg_url  # noqa: F401 (a fixture)
 
-from conftest import cli, save_sample
 from phototag.db.engine import DatabaseError, _alembic_config, head_revision, make_engine, open_database
 from phototag.db.models import Base
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+import os
+import signal
 import subprocess
 import sys
 import threading
 
+import pytest
+from pg import pg_url  # noqa: F401 (a fixture)
 from sqlalchemy import select
 
-from phototag.db.models import WorkItem
+from phototag.db.models import WorkItem, utcnow
 from phototag.ingest.queue import (
     ISOLATE_AFTER,
+    LEASE_SECONDS,
     MAX_FAILURES,
     PRIORITY_CATCH_UP,
     PRIORITY_NEW,
@@ -196,15 +202,6 @@ def test_file_vanishing_after_its_claim_is_recorded_and_its_row_settled(library,
 
 
 # ---- a PostgreSQL queue shared by processes (and machines) -------------------------------------
-import datetime as _dt  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-
-import pytest  # noqa: E402
-from pg import pg_url  # noqa: E402,F401 (a fixture)
-
-from phototag.db.models import utcnow  # noqa: E402
-from phototag.ingest.queue import LEASE_SECONDS  # noqa: E402
 
 _CLAIMER = (
     "import os, sys, time\n"
