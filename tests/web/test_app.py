@@ -195,3 +195,28 @@ def test_a_file_name_that_is_not_utf8_is_shown_and_its_photo_served(client, web_
     assert client.get(f"/photos/{pid}").status_code == 200
     assert client.get(f"/thumb/{pid}").headers["content-type"] == "image/jpeg"
     assert client.get(f"/api/photos/{pid}").json()["path"] == odd  # as `show --format json` writes it: \\udce9
+
+
+def test_a_correction_rewrites_the_sidecar_as_tag_add_does(web_home, library_folder, tmp_path):
+    """With the xmp plugin on (and [export] auto), a tag added or removed in the page is in the
+    photo's sidecar at once, as after `phototag tag add/remove`."""
+    import shutil
+    import sqlite3
+
+    from phototag.config import load_settings
+    from phototag.web.app import create_app
+
+    run_cli(web_home, "plugins", "enable", "xmp")
+    photo = tmp_path / "Pictures" / "chelsea.jpg"  # a folder of its own: the sidecar is written next to it
+    photo.parent.mkdir()
+    shutil.copy(library_folder / "chelsea.jpg", photo)
+    pid = photo_id(web_home, "chelsea.jpg")
+    with sqlite3.connect(load_settings(web_home, environ={}).db_path) as db:
+        db.execute("UPDATE photos SET path = ?, root = ? WHERE id = ?", (str(photo), str(photo.parent), pid))
+    db.close()
+    sidecar = photo.with_name("chelsea.jpg.xmp")
+    with TestClient(create_app(load_settings(web_home, environ={})), base_url="http://127.0.0.1") as client:
+        client.post(f"/photos/{pid}/tags/add", data={"tag": "Chelsea the cat", "csrf": csrf_of(client, pid)})
+        assert "Chelsea the cat" in sidecar.read_text()
+        client.post(f"/photos/{pid}/tags/remove", data={"tag": "tiger cat", "csrf": csrf_of(client, pid)})
+        assert "tiger cat" not in sidecar.read_text() and "Chelsea the cat" in sidecar.read_text()
