@@ -53,7 +53,7 @@ class Report:
     load_seconds: float = 0.0
     #: seconds in the model's ``predict`` (tagging only, the load not included)
     model_seconds: float = 0.0
-    #: photos the model tagged (``new`` + ``updated`` + ``retagged`` that needed it, failed batches too)
+    #: photos that went through the model's ``predict`` (copies and sidecar-only jobs need no model)
     model_photos: int = 0
 
     @property
