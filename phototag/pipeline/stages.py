@@ -394,7 +394,10 @@ def _pinned(prepared: Any) -> Any:
     import torch
 
     if isinstance(prepared, torch.Tensor):
-        return prepared.pin_memory()
+        try:
+            return prepared.pin_memory()
+        except RuntimeError:  # no page-locked memory to spare: a plain (synchronous) copy, not a failed photo
+            return prepared
     if isinstance(prepared, tuple) and hasattr(prepared, "_fields"):  # a NamedTuple (e.g. the built-in model's)
         return type(prepared)(*(_pinned(p) if isinstance(p, torch.Tensor) else p for p in prepared))
     return prepared
