@@ -58,6 +58,7 @@ def run_query(lib, query: str, page: int) -> Results:
         with lib.session() as session:
             ids = result_ids(lib, session, query)
             results.total = len(ids)
+            results.page = min(results.page, results.pages)  # a page past the end shows the last one
             part = ids[results.first:results.first + PAGE_SIZE]
             paths = dict(session.execute(select(Photo.id, Photo.path).where(Photo.id.in_(part))).all()) if part else {}
     except PhototagError as exc:

@@ -128,6 +128,7 @@ def test_results_are_paged(client, web_home, monkeypatch):
     last = client.get("/", params={"page": 3}).text
     assert last.count("<img ") == 1 and "showing 7–7" in last
     assert 'href="/photos/' in last and "i=6" in last  # the photo link carries its place in the results
+    assert client.get("/", params={"page": 99}).text == last
 
 
 def test_tag_suggestions_and_the_tag_tree(client):
