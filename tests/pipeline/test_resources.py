@@ -184,3 +184,17 @@ def test_a_builtin_scan_peaks_under_600_mb(tmp_path, sample_photos, onnx_dir):
     report = json.loads(result["out"][result["out"].index("{"):])
     assert report["new"] == 6 and report["failed"] == 0
     assert result["peak_rss"] <= 600 * 2**20, f"peak RSS {result['peak_rss'] / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_a_model_that_cannot_load_stops_the_run_and_blames_no_photo(library, sample_photos, tmp_path, sequential):
+    from sqlalchemy import select
+
+    from phototag.db.models import Photo
+    from phototag.tagging.base import TaggerError
+
+    broken = BuiltinTagger(faces=False, weights=tmp_path / "gone.pth")  # its weights are missing
+    with pytest.raises(TaggerError, match="weights are missing"):
+        Pipeline(library, broken, decode_workers=2, sequential=sequential).scan([sample_photos])
+    with library.session() as session:
+        assert session.scalars(select(Photo).where(Photo.error.is_not(None))).all() == []
