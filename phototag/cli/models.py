@@ -179,19 +179,24 @@ def benchmark(
     """Measure each runtime (torch, ONNX Runtime, OpenVINO) and precision of a pack on this machine; record
     which is fastest with tags that agree with torch fp32, for backend = auto."""
     from phototag.tagging.backends.benchmark import benchmark_pack, photos_from
-    from phototag.tagging.packs import PackError, list_packs, load_pack_tagger
+    from phototag.cli.common import fail
+    from phototag.tagging.base import TaggerError
+    from phototag.tagging.packs import list_packs, load_pack_tagger
 
     settings = get_settings()
     name = name or settings.default_model
     packs = [p.name for p in list_packs(settings.models_dir)]
     if name not in packs:
-        raise PackError(f"{name!r} is not an installed model pack; `models benchmark` measures RAM / RAM++ / "
-                        f"Tag2Text packs ({', '.join(packs) or 'none installed'})")
+        fail(f"{name!r} is not an installed model pack; `models benchmark` measures RAM / RAM++ / Tag2Text packs "
+             f"(installed: {', '.join(packs) or 'none'})")
     chosen = photos_from(photos) if photos else None
     if photos and not chosen:
-        raise PackError("no readable photos in " + ", ".join(map(str, photos)))
-    tagger = load_pack_tagger(settings.models_dir, name, device=settings.get("device"), precision="fp32",
-                              threshold=settings.get("threshold"))
+        fail("no readable photos in " + ", ".join(map(str, photos)))
+    try:
+        tagger = load_pack_tagger(settings.models_dir, name, device=settings.get("device"), precision="fp32",
+                                  threshold=settings.get("threshold"))
+    except TaggerError as exc:
+        fail(str(exc))
     with console.status(f"Benchmarking {name} …") as status:
         result = benchmark_pack(tagger, chosen, rounds=rounds, report=lambda m: status.update(f"{name}: {m}"))
     rows = [{**c.__dict__, "eligible": c.eligible} for c in result.candidates]

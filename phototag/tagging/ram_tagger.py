@@ -81,7 +81,7 @@ class RamTagger(Tagger):
 
     ``weights`` is a converted ``.safetensors`` (see :mod:`phototag.tagging.weights`); the model is
     loaded on the first :meth:`predict` and freed by :meth:`close`. ``backend`` picks the runtime of
-    the tagging path (:mod:`phototag.tagging.backends`); ``pack_dir`` (default: the weights' folder)
+    the tagging path (:mod:`phototag.tagging.backends`; None = torch); ``pack_dir`` (default: the weights' folder)
     holds the exported ONNX files and the benchmark record that ``backend = "auto"`` reads.
     """
 
@@ -130,6 +130,9 @@ class RamTagger(Tagger):
         self._lock = threading.Lock()
 
     def _choose(self, backend: str | None, precision: str | None) -> Choice:
+        # no backend given = torch, as before backends existed: a caller that patches the torch model
+        # (a fine-tuned head) must not get an exported graph; the registry passes the setting
+        backend = backend or "torch"
         asked = precision or "auto"
         if asked not in ("auto", "int8"):
             asked = resolve_precision(asked, self.device)  # refuses what this device cannot do

@@ -1,0 +1,170 @@
+"""Runtimes of a RAM-class pack: ONNX Runtime / OpenVINO agree with torch fp32, the export is made once,
+``backend = auto`` follows this machine's benchmark record (never another machine's, never a candidate
+whose tags disagree), and ``phototag models benchmark`` measures and records a real pack end to end."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+
+from phototag.tagging.backends.choice import (Candidate, best_candidate, choose_backend, machine_fingerprint,
+                                              read_record, write_record)
+from phototag.tagging.base import TaggerError
+from phototag.tagging.ram_tagger import RamTagger
+from phototag.tagging.synthetic import official_checkpoint
+from phototag.tagging.vocab import ram_vocabulary
+from phototag.tagging.weights import convert_checkpoint
+
+from conftest import cli
+from .ram_cases import GOLDEN_SEED, RAM_DATA, tiny_arch, tiny_official_state
+
+DATA = RAM_DATA / "ram" / "data"
+ARCH = tiny_arch("ram_plus")
+
+
+def first_lines(src, dst, n=50):
+    dst.write_text("\n".join(src.read_text(encoding="utf-8").splitlines()[:n]), encoding="utf-8")
+    return dst
+
+
+def tag_files(folder):
+    return (first_lines(DATA / "ram_tag_list.txt", folder / "tags.txt"),
+            first_lines(DATA / "ram_tag_list_chinese.txt", folder / "zh.txt"),
+            first_lines(DATA / "ram_tag_list_threshold.txt", folder / "th.txt"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ckpt")
+    torch.save(official_checkpoint(tiny_official_state("ram_plus", seed=GOLDEN_SEED)), tmp / "ckpt.pth")
+    return tmp / "ckpt.pth"
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory, checkpoint):
+    """A tiny RAM++ (50 classes) in a folder of its own, as a pack is: (make_tagger, folder)."""
+    folder = tmp_path_factory.mktemp("pack")
+    result = convert_checkpoint(checkpoint, folder / "weights.safetensors", arch=ARCH)
+    tags, zh, th = tag_files(tmp_path_factory.mktemp("tags"))
+    vocab = ram_vocabulary(tags, th, zh).with_threshold(0.5)  # random weights: scores sit near 0.5
+
+    def make(**kw):
+        return RamTagger("tiny", "ram_plus", result.path, vocab, result.sha256, arch=ARCH, **kw)
+
+    return make, folder
+
+
+def photos():
+    return [Image.fromarray(skimage.data.chelsea()), Image.fromarray(skimage.data.coffee())]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_exported_runtimes_agree_with_torch_fp32(pack, backend):
+    make, _ = pack
+    torch_fp32, other = make(backend="torch", precision="fp32"), make(backend=backend, precision="fp32")
+    batch = [torch_fp32.prepare(p) for p in photos()]
+    ref, out = torch_fp32.forward(torch.stack(batch)), other.forward(torch.stack(batch))
+    np.testing.assert_allclose(out["logits"].numpy(), ref["logits"].numpy(), atol=2e-4, rtol=0)
+    np.testing.assert_allclose(out["embedding"].numpy(), ref["embedding"].numpy(), atol=2e-4, rtol=1e-4)
+    a, b = torch_fp32.predict(batch), other.predict(batch)
+    assert [[t.name for t in p.tags] for p in a] == [[t.name for t in p.tags] for p in b]
+    assert any(p.tags for p in a)  # the comparison compares something
+    assert other.settings()["backend"] == backend and "backend" not in torch_fp32.settings()
+
+
+def test_the_export_is_made_once_and_reused(pack):
+    make, folder = pack
+    first = make(backend="onnxruntime", precision="fp32")
+    first.predict([first.prepare(photos()[0])])
+    onnx = first.exports.fp32_path()
+    assert onnx.is_file() and onnx.parent == folder / "runtime"
+    stamp = onnx.stat().st_mtime_ns
+    again = make(backend="openvino", precision="fp32")  # another runtime, another process-like tagger
+    again.predict([again.prepare(photos()[0])])
+    assert again.exports.exports == 0 and onnx.stat().st_mtime_ns == stamp
+    assert again.exports.cost("fp32") is not None  # what the export cost is kept with it
+    int8 = make(backend="onnxruntime", precision="int8")
+    int8.predict([int8.prepare(photos()[0])])
+    assert int8.exports.exports == 1 and onnx.stat().st_mtime_ns == stamp  # quantised from the same export
+    assert os.path.getsize(int8.exports.int8_path()) < os.path.getsize(onnx)
+
+
+def test_auto_follows_this_machines_record_and_ignores_another_machines(pack, caplog):
+    make, folder = pack
+    sha = make().weights_sha256
+    assert read_record(folder) == {} and make(backend="auto").backend == "torch"  # nothing measured yet
+    other = {**machine_fingerprint(), "cpu": "Some Other CPU", "isa": ["avx2"]}
+    write_record(folder, sha, [Candidate("torch", "fp32", 1.0), Candidate("openvino", "fp32", 5.0)], "cpu", other)
+    with caplog.at_level(logging.WARNING):
+        tagger = make(backend="auto")
+    assert (tagger.backend, tagger.precision) == ("torch", "fp32")
+    assert "benchmark" in caplog.text
+    write_record(folder, sha, [Candidate("torch", "fp32", 1.0), Candidate("onnxruntime", "fp32", 3.0)], "cpu")
+    tagger = make(backend="auto")
+    assert (tagger.backend, tagger.precision) == ("onnxruntime", "fp32")
+    assert tagger.settings()["backend"] == "onnxruntime"
+    assert make(backend="torch").backend == "torch"  # an explicit backend is kept
+    assert make().backend == "torch"  # a caller that passes no backend (a fine-tuned head patches torch's model)
+    assert len(read_record(folder)["machines"]) == 2  # the other machine's entry is kept
+    write_record(folder, "0" * 64, [Candidate("onnxruntime", "fp32", 3.0)], "cpu")  # other weights
+    assert make(backend="auto").backend == "torch"
+
+
+def test_candidates_whose_tags_disagree_are_never_chosen(tmp_path):
+    measured = [Candidate("torch", "fp32", 1.0), Candidate("onnxruntime", "int8", 9.0, jaccard=0.90),
+                Candidate("openvino", "fp32", 3.0, jaccard=0.995), Candidate("openvino", "bf16", 8.0, jaccard=0.97)]
+    assert best_candidate(measured).label == "openvino fp32"
+    assert best_candidate(measured, precision="bf16") is None
+    write_record(tmp_path, "a" * 64, measured, "cpu")
+    choice = choose_backend("auto", "auto", "cpu", tmp_path, "a" * 64, "fp32")
+    assert (choice.backend, choice.precision) == ("openvino", "fp32")
+    only_bad = [Candidate("torch", "fp32", 1.0), Candidate("onnxruntime", "int8", 9.0, jaccard=0.5)]
+    write_record(tmp_path, "a" * 64, only_bad, "cpu")
+    assert choose_backend("auto", "auto", "cpu", tmp_path, "a" * 64, "fp32").backend == "torch"
+
+
+def test_backend_choices_that_cannot_run_are_one_line_errors(tmp_path):
+    with pytest.raises(TaggerError, match="runs on the CPU only"):
+        choose_backend("openvino", "auto", "cuda", tmp_path, "a" * 64, "bf16")
+    with pytest.raises(TaggerError, match="onnxruntime backend runs fp32 or int8"):
+        choose_backend("onnxruntime", "bf16", "cpu", tmp_path, "a" * 64, "fp32")
+    with pytest.raises(TaggerError, match="unknown backend"):
+        choose_backend("tensorrt", "auto", "cpu", tmp_path, "a" * 64, "fp32")
+    # on a GPU, auto stays on torch at the GPU's precision
+    assert choose_backend("auto", "auto", "cuda", tmp_path, "a" * 64, "bf16").precision == "bf16"
+
+
+def test_models_benchmark_measures_records_and_auto_uses_it(home, checkpoint, tmp_path, monkeypatch):
+    from phototag.tagging.packs import add_pack
+    from phototag.tagging.packs import load_pack_tagger
+
+    tags, zh, th = tag_files(tmp_path)
+    add_pack(home.models_dir, "tiny", checkpoint, tags, zh, th, arch=ARCH)
+    # a tiny pack's weights do not say its architecture (only the released ones are recognised)
+    monkeypatch.setattr(RamTagger, "default_arch", ARCH)
+    cli(home.home, "models", "benchmark", code=2)  # the default model is the built-in one, not a pack
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for i, photo in enumerate(photos()):
+        photo.save(shots / f"{i}.jpg")
+    table = cli(home.home, "models", "benchmark", "tiny", "--photos", shots).stdout
+    entry, = read_record(home.models_dir / "tiny")["machines"].values()
+    assert entry["fingerprint"] == machine_fingerprint()
+    rows = {(c["backend"], c["precision"]): Candidate(**c) for c in entry["candidates"]}
+    assert rows[("torch", "fp32")].jaccard == 1.0
+    assert {("onnxruntime", "fp32"), ("openvino", "fp32"), ("onnxruntime", "int8")} <= set(rows)
+    assert all(c.photos_per_s > 0 for c in rows.values()), rows
+    assert rows[("onnxruntime", "fp32")].export_s > 0
+    best = best_candidate(rows.values())
+    assert entry["choice"] == {"backend": best.backend, "precision": best.precision}
+    assert f"backend = auto will use: {best.backend} {best.precision}" in table
+    tagger = load_pack_tagger(home.models_dir, "tiny")
+    tagger = tagger.variant("auto", "auto")  # what backend = auto gives: the measured choice
+    assert (tagger.backend, tagger.precision) == (best.backend, best.precision)
