@@ -56,7 +56,6 @@ class Roots:
         self.follow_symlinks = follow_symlinks
         self.home = home
         self.last_reconcile = 0.0
-        self.already_queued = 0  # files a reconcile pass found waiting in the queue already
 
     def __iter__(self) -> Iterator[RootState]:
         return iter(self.states)
@@ -152,7 +151,7 @@ class Roots:
                 continue
             log.info("root %s: this watcher now runs its catch-up and reconcile passes (the watcher that "
                      "did is gone)", root.path, extra={"event": "lead_taken", "root": str(root.path)})
-            self.reconcile(root)
+            self.reconcile(root, requeue=False)
 
     def pause(self, root: RootState) -> None:
         w = self.watcher
@@ -179,9 +178,15 @@ class Roots:
         w.publish_state()
 
     # ---- reconcile --------------------------------------------------------------------------
-    def reconcile(self, root: RootState) -> int:
+    def reconcile(self, root: RootState, requeue: bool = True) -> int:
         """Compare ``root`` on disk with the library: enqueue new/changed files (recent ones are tracked
-        until stable first), mark vanished photos missing. Returns the number of files enqueued."""
+        until stable first), mark vanished photos missing. Returns the number of files enqueued.
+
+        ``requeue=False`` (taking over from a watcher that died): a file already queued is left as it
+        is, unless it is an error photo (enqueued again, a set-aside row gets its new chance). Enqueued
+        again, its row would be bumped, and the claims in flight of the watchers that took over the
+        dead one's rows would be stored, kept queued, and claimed once more as suspects (the dead
+        claim counted as an attempt), each decoded first in a probe process."""
         w = self.watcher
         if not self.present(root):
             self.pause(root) if not root.paused else None
@@ -217,15 +222,13 @@ class Roots:
                 w.events.track(path, PRIORITY_CATCH_UP)
             else:
                 todo.append(path)
-        # a file already queued waits its turn: whoever claims it looks at the file as it is then.
-        # Enqueued again, it would be bumped, and a claim in flight (of a watcher that took over from
-        # one that died, say) would be stored, kept queued and looked at once more
         queued: set[str] = set()
-        for start in range(0, len(todo), 500):
-            queued |= w.queue.queued_paths(todo[start:start + 500])
+        if not requeue:  # a file already queued waits its turn: its claimer looks at it as it is then
+            waiting = [p for p in todo if p not in known or known[p].status != PhotoStatus.error.value]
+            for start in range(0, len(waiting), 500):
+                queued |= w.queue.queued_paths(waiting[start:start + 500])
         if queued:
             todo = [p for p in todo if p not in queued]
-            self.already_queued += len(queued)
         if todo:
             w.queue.enqueue(todo, "new", PRIORITY_CATCH_UP)
             w.stats.enqueued += len(todo)
@@ -283,7 +286,7 @@ class Roots:
             log.info("%s: walked by another watcher sharing this library (its catch-up and reconcile passes); "
                      "this one tags from the shared queue and takes over if that watcher stops",
                      ", ".join(others), extra={"event": "lead_elsewhere", "count": len(others)})
-        waiting = w.stats.enqueued + self.already_queued + w.events.pending_count()
+        waiting = w.stats.enqueued + w.events.pending_count()
         if waiting:
             w.consumer.catching_up = True
             log.info("catching up: %d photos in %s to tag (new or changed since the library saw them); "

@@ -125,6 +125,9 @@ def test_two_watchers_one_killed_mid_batch_every_photo_tagged_once(pg_url, libra
     # b walked nothing while a led, then took both roots over when a died
     assert any(e.get("event") == "lead_elsewhere" for e in b_events)
     assert {e.get("root") for e in b_events if e.get("event") == "lead_taken"} == {str(r1), str(r2)}
+    # taking over does not queue a's rows again: b's claims of them are stored and done, not claimed
+    # again as suspects (a's dead claim was their first attempt) and decoded in probe processes
+    assert not [e["path"] for e in b_events if e.get("event") == "probe"]
 
 
 def test_home_lock_is_shared_between_watchers_of_a_server_library_only(tmp_path):
