@@ -6,7 +6,7 @@ import typer
 
 from phototag.cli.common import ListFormat, out, print_json
 from phototag.config import get_settings
-from phototag.db.engine import head_revision, open_database
+from phototag.db.engine import describe, head_revision, is_url, library_target, open_database
 
 app = typer.Typer(help="Library database: schema revision and upgrades.", no_args_is_help=True)
 
@@ -19,14 +19,15 @@ def register(root: typer.Typer) -> None:
 def status(fmt: ListFormat = typer.Option(ListFormat.table, "--format", "-f")) -> None:
     """Show the database path, its revision and the head revision of this phototag."""
     settings = get_settings()
-    exists = settings.db_path.exists()
+    target = library_target(settings)
+    exists = is_url(target) or target.exists()
     current = None
     pending: list[str] = []
     if exists:
-        db = open_database(settings.db_path, upgrade=False)
+        db = open_database(target, upgrade=False)
         current, pending = db.current_revision(), db.pending_revisions()
         db.dispose()
-    data = {"path": str(settings.db_path), "exists": exists, "revision": current, "head": head_revision(),
+    data = {"path": describe(target), "exists": exists, "revision": current, "head": head_revision(),
             "pending": pending, "up_to_date": exists and not pending}
     if fmt == ListFormat.json:
         print_json(data)
@@ -39,9 +40,11 @@ def status(fmt: ListFormat = typer.Option(ListFormat.table, "--format", "-f")) -
 
 @app.command()
 def upgrade() -> None:
-    """Upgrade the database to the head revision (a backup is written first)."""
+    """Upgrade the database to the head revision (a SQLite library is backed up first; back up a
+    PostgreSQL library with pg_dump before)."""
     settings = get_settings()
-    db = open_database(settings.db_path, upgrade=False)
+    target = library_target(settings)
+    db = open_database(target, upgrade=False)
     before = db.current_revision()
     backup = db.upgrade()
     after = db.current_revision()
@@ -49,4 +52,6 @@ def upgrade() -> None:
     if before == after:
         out.print(f"already at {after}")
     else:
-        out.print(f"upgraded {before or '(new)'} → {after}" + (f"; backup: {backup}" if backup else ""))
+        note = f"; backup: {backup}" if backup else ("" if not is_url(target) or before is None
+                                                      else " (no backup made on a server database: pg_dump it first)")
+        out.print(f"upgraded {before or '(new)'} → {after}{note}")

@@ -30,7 +30,7 @@ SCHEMA: tuple[Setting, ...] = (
             choices=("auto", "torch", "onnxruntime", "openvino")),
     Setting("database_url", "str", None,
             "the library database as a SQLAlchemy URL (e.g. postgresql+psycopg://user@host:5432/phototag); "
-            "unset = library.db in the home (SQLite)", optional=True),
+            "unset = phototag.db in the home (SQLite)", optional=True),
     Setting("batch_size", "int", 0, "photos per model call; 0 = the model's preference", min=0),
     Setting("decode_workers", "int", 0, "parallel photo decoders; 0 = the number of CPUs", min=0),
     Setting("threshold", "float", None, "one score threshold for every tag, instead of the model's per-tag ones",

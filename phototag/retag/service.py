@@ -386,6 +386,11 @@ def dry_run_retag(
 ) -> RetagReport:
     """Run the re-tag on a throw-away copy of the database and report what it would change."""
     settings = library.settings
+    if library.db.path is None:  # a server database (PostgreSQL) cannot be copied to a throw-away file
+        raise RetagError(
+            "retag --dry-run works on a SQLite library only; on PostgreSQL, restore a pg_dump of the "
+            "library into a scratch database and run the re-tag there (docs/postgresql.md)"
+        )
     with tempfile.TemporaryDirectory(prefix="retag-dry-run-", dir=settings.home) as tmp:
         copy_path = Path(tmp) / "phototag.db"
         copy_database(settings.db_path, copy_path)

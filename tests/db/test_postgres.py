@@ -177,3 +177,21 @@ def test_scan_search_and_show_give_the_same_json_on_postgresql_as_on_sqlite(tmp_
     assert results["sqlite"][0]["new"] == 3 and results["sqlite"][0]["failed"] == 1
     assert results["sqlite"][1]  # the cat photo was found
     assert results["postgresql"] == results["sqlite"]
+
+
+def test_db_status_upgrade_and_a_dry_run_retag_speak_of_the_server_database(tmp_path, pg_url, monkeypatch):  # noqa: F811
+    """`db status`/`db upgrade` look at the database_url (not a SQLite file nobody uses), never show the
+    password, and `retag --dry-run`, which copies a SQLite file, says what to do instead."""
+    monkeypatch.setenv("PHOTOTAG_DATABASE_URL", pg_url)
+    home = tmp_path / "home"
+    before = json.loads(cli(home, "db", "status", "--format", "json").stdout)
+    assert before["path"].startswith("postgresql+psycopg://") and before["revision"] is None
+    assert "upgraded (new) →" in cli(home, "db", "upgrade").stdout
+    after = json.loads(cli(home, "db", "status", "--format", "json").stdout)
+    assert after["up_to_date"] and after["revision"] == head_revision()
+    assert not (home / "phototag.db").exists()
+    folder = tmp_path / "Pictures"
+    save_sample("chelsea", folder / "chelsea.jpg", size=256)
+    cli(home, "scan", folder)
+    refused = cli(home, "retag", "--dry-run", code=1).exception  # the runner leaves main()'s catch out
+    assert "SQLite library only" in str(refused) and refused.exit_code == 2
