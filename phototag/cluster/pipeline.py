@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 from phototag.cluster.connect import Cluster, ClusterError
 from phototag.cluster.paths import PathMap
+from phototag.cluster.worker import MAX_RESTARTS
 from phototag.ingest.pool import DecodePool
 from phototag.library import PhotoFacts
 from phototag.pipeline import Pipeline, Report
@@ -65,6 +66,7 @@ class RayPipeline(Pipeline):
         super().__init__(library, tagger, **kwargs)
         self.cluster = cluster
         self.path_map = PathMap(library.settings.get("ray.path_map") or [])
+        self._batch_size_given = bool(kwargs.get("batch_size") or int(library.settings.get("batch_size") or 0))
         self.actors: list = []
         self.actor_pids: list[int] = []  # the actors' processes, as they reported them (tests kill one)
         self.deaths = 0
@@ -95,11 +97,13 @@ class RayPipeline(Pipeline):
 
     # ---- the actors -------------------------------------------------------------------------
     def _start_actors(self) -> None:
-        from phototag.cluster.worker import start_workers
+        from phototag.cluster.worker import start_workers  # noqa: PLC0415
 
         settings = self.library.settings
-        self.actors = start_workers(self.cluster, settings, self.tagger.name,
-                                    self.path_map.to_worker(settings.home), int(settings.get("ray.actors") or 0))
+        self.actors, self._spawn = start_workers(self.cluster, settings, self.tagger.name,
+                                                 self.path_map.to_worker(settings.home),
+                                                 int(settings.get("ray.actors") or 0))
+        self._deaths_of = [0] * len(self.actors)
         ray = self.cluster.ray
         refs = [a.identity.remote() for a in self.actors]
         ready, waiting = ray.wait(refs, num_returns=len(refs), timeout=READY_TIMEOUT)
@@ -116,12 +120,14 @@ class RayPipeline(Pipeline):
             cause = getattr(exc, "cause", None) or exc
             raise ClusterError(f"the Ray workers cannot load {self.tagger.name}: "
                                f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}") from exc
-        for pid, *theirs in identities:
+        for pid, batch_size, *theirs in identities:
             if tuple(theirs) != mine:
                 raise ClusterError(
                     f"a Ray worker's {self.tagger.name} is not this machine's (model {theirs[0]}, weights "
                     f"{theirs[1][:12]}): install the same phototag and model pack on every node")
         self.actor_pids = [pid for pid, *_ in identities]
+        if not self._batch_size_given:  # the workers' device decides (a GPU takes bigger batches)
+            self.batch_size = min(batch_size for _, batch_size, *_ in identities)
 
     def _stop_actors(self) -> None:
         for actor in self.actors:
@@ -265,6 +271,10 @@ class RayPipeline(Pipeline):
         """The actor running ``flight`` died: send it again, split it, or (a photo alone, twice) record it."""
         self.deaths += 1
         flight.attempts += 1
+        self._deaths_of[flight.actor] += 1
+        if self._deaths_of[flight.actor] > MAX_RESTARTS:  # Ray gave it up: a new one takes its place
+            self.actors[flight.actor] = self._spawn()
+            self._deaths_of[flight.actor] = 0
         why = (str(exc).splitlines() or [type(exc).__name__])[0]
         log.warning("a Ray tagging worker died with %d photos in flight (%s): sending them again",
                     len(flight.remote), why)

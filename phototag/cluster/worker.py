@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 log = logging.getLogger("phototag.cluster")
 
@@ -79,11 +79,12 @@ class TaggingWorker:
         except ImportError:  # a plugin tagger without torch
             pass
 
-    def identity(self) -> tuple[int, str, str, str]:
-        """(pid, model id, weights sha256, settings): the driver checks that every node runs the same model."""
+    def identity(self) -> tuple[int, int, str, str, str]:
+        """(pid, preferred batch size, model id, weights sha256, settings): the driver checks that every
+        node runs the same model."""
         import json
 
-        return (os.getpid(), self.tagger.model_id, self.tagger.weights_sha256,
+        return (os.getpid(), self.tagger.batch_size, self.tagger.model_id, self.tagger.weights_sha256,
                 json.dumps(self.tagger.settings(), sort_keys=True, default=str))
 
     def _read(self, item: tuple[bytes, bool]) -> tuple[PhotoResult, Any]:
@@ -132,10 +133,15 @@ def plan_workers(resources: dict[str, float], nodes: int, asked: int) -> tuple[i
     return count, {"num_cpus": share}, max(1, int(cpus // count))
 
 
-def start_workers(cluster, settings, model: str, home: bytes, asked: int) -> list:
-    """Start the tagging actors (each loads the model once, on its first batch)."""
+def start_workers(cluster, settings, model: str, home: bytes, asked: int) -> tuple[list, Callable[[], Any]]:
+    """Start the tagging actors (each loads the model once, on its first batch); also returns a function
+    that starts one more (a replacement for an actor that used up its restarts)."""
     ray = cluster.ray
     count, resources, threads = plan_workers(cluster.resources(), cluster.nodes(), asked)
     actor_class = ray.remote(max_restarts=MAX_RESTARTS, max_task_retries=0, max_concurrency=2, **resources)(TaggingWorker)
     max_pixels = int(settings.get("scan.max_pixels") or 300_000_000)
-    return [actor_class.remote(home, settings.data, model, threads, max_pixels) for _ in range(count)]
+
+    def spawn() -> Any:
+        return actor_class.remote(home, settings.data, model, threads, max_pixels)
+
+    return [spawn() for _ in range(count)], spawn
