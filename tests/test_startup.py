@@ -76,7 +76,7 @@ def test_completing_a_command_name_imports_no_heavy_library(tmp_path):
     result, modules = run_phototag(tmp_path, env={"_PHOTOTAG_COMPLETE": "complete_bash",
                                                   "COMP_WORDS": "phototag se", "COMP_CWORD": "1"})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["search", "service"]
+    assert result.stdout.split() == ["search", "serve", "service"]
     assert heavy_in(modules) == []
 
 

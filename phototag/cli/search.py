@@ -29,6 +29,7 @@ def search(
     src:manual, caption:, untagged:true); sort with taken- / taken+. Plain-language search:
     ~"dog on the beach"; similar photos: similar:PATH. Full reference: docs/query.md.
     """
+    from phototag.library import search_result_as_dict
     from phototag.query import parse_query, search as run_search
     from phototag.search import default_resolvers
 
@@ -42,18 +43,14 @@ def search(
         if fmt == Format.paths:
             paths_output((p.path for p in photos), print0)
         elif fmt == Format.json:
-            print_json([
-                {"path": p.path, "id": p.id, "taken_at": p.taken_at.isoformat() if p.taken_at else None,
-                 "tags": [{"name": t["name"], "score": t["score"], "source": t["source"]}
-                          for t in lib.photo_tags(session, p.id)]}
-                for p in photos
-            ])
+            print_json(search_result_as_dict(lib, session, photos))
         else:
             # a path is never cut short: it gets the most room, and folds when it must
             table = Table(Column("path", overflow="fold", ratio=2), Column("taken", no_wrap=True), "camera",
                           Column("tags", ratio=1))
+            all_tags = lib.photos_tags(session, (p.id for p in photos))
             for p in photos:
-                tags = ", ".join(t["name"] for t in lib.photo_tags(session, p.id)[:8])
+                tags = ", ".join(t["name"] for t in all_tags[p.id][:8])
                 table.add_row(markup_safe(p.path), p.taken_at.strftime("%Y-%m-%d %H:%M") if p.taken_at else "",
                               markup_safe(p.camera_model or ""), markup_safe(tags))
             print_table(table)

@@ -12,6 +12,6 @@ rows, manual tags, removals, keywords), ``results`` (model runs, predictions, co
 """
 
 from phototag.library.core import Library, LibraryError, PhotoFacts
-from phototag.library.view import photo_as_dict
+from phototag.library.view import photo_as_dict, search_result_as_dict
 
-__all__ = ["Library", "LibraryError", "PhotoFacts", "photo_as_dict"]
+__all__ = ["Library", "LibraryError", "PhotoFacts", "photo_as_dict", "search_result_as_dict"]

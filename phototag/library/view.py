@@ -48,3 +48,14 @@ def photo_as_dict(lib: Library, session: Session, photo: Photo) -> dict:
         "caption": caption,
         "tags": lib.photo_tags(session, photo.id),
     }
+
+
+def search_result_as_dict(lib: Library, session: Session, photos: list[Photo]) -> list[dict]:
+    """What ``phototag search --format json`` prints (and ``/api/search`` answers): each photo's path,
+    id, taken_at and tags (name, score, source), in the order given."""
+    tags = lib.photos_tags(session, (p.id for p in photos))
+    return [
+        {"path": p.path, "id": p.id, "taken_at": p.taken_at.isoformat() if p.taken_at else None,
+         "tags": [{"name": t["name"], "score": t["score"], "source": t["source"]} for t in tags[p.id]]}
+        for p in photos
+    ]

@@ -31,17 +31,8 @@ class CliJSONResponse(JSONResponse):
         return (text + "\n").encode("utf-8")
 
 
-def search_result_dicts(lib, session, photos) -> list[dict]:
-    """The JSON of ``phototag search --format json``: path, id, taken_at and the tags (name, score,
-    source) of each photo, in order."""
-    return [
-        {"path": p.path, "id": p.id, "taken_at": p.taken_at.isoformat() if p.taken_at else None,
-         "tags": [{"name": t["name"], "score": t["score"], "source": t["source"]} for t in lib.photo_tags(session, p.id)]}
-        for p in photos
-    ]
-
-
 def api_search(request: Request) -> Response:
+    from phototag.library import search_result_as_dict
     from phototag.plugins import install_query_fields
     from phototag.query.service import parse_query, search
     from phototag.search import default_resolvers
@@ -56,7 +47,7 @@ def api_search(request: Request) -> Response:
         with lib.session() as session:
             photos = search(session, parse_query(query), limit=None if limit is None else int(limit),
                             resolvers=default_resolvers(lib))
-            return CliJSONResponse(search_result_dicts(lib, session, photos))
+            return CliJSONResponse(search_result_as_dict(lib, session, photos))
     except PhototagError as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
 
