@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from phototag.config import get_settings
+from phototag.display import escape_char, printable
 
 if TYPE_CHECKING:  # the library (sqlalchemy, numpy) is imported when a command opens it
     from phototag.library import Library
@@ -51,30 +52,6 @@ def open_library(ctx: typer.Context | None = None) -> Library:
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape_char(match: re.Match) -> str:
-    ch = match.group()
-    code = ord(ch)
-    if ch in _NAMED_ESCAPES:
-        return _NAMED_ESCAPES[ch]
-    if 0xDC80 <= code <= 0xDCFF:  # a byte of a file name that is not UTF-8 (os.fsdecode's surrogateescape)
-        return f"\\x{code - 0xDC00:02x}"
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}"
-
-
-def printable(text: str) -> str:
-    """``text`` as a person can read it on one terminal line: a byte of a file name that is not
-    valid UTF-8 shows as ``\\xe9``, a newline as ``\\n``, other control characters as ``\\xNN``.
-    Everything else (accents, CJK, emoji, backslashes) is shown as it is. For reading, not parsing:
-    scripts use ``--format json`` or ``--print0``."""
-    return _UNPRINTABLE.sub(_escape_char, text) if _UNPRINTABLE.search(text) else text
-
-
 def markup_safe(text: str) -> str:
     """:func:`printable` text to put into rich markup (``[...]`` in a file name is not a style)."""
     from rich.markup import escape
@@ -97,7 +74,7 @@ def fail(message: str, code: int = 2) -> None:
     from rich.markup import escape
 
     # a message may quote any file name: its undecodable bytes escaped, its brackets not markup
-    message = _LONE_SURROGATE.sub(_escape_char, message)
+    message = _LONE_SURROGATE.sub(escape_char, message)
     console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)  # one line, never folded mid-path
     raise typer.Exit(code)
 

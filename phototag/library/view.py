@@ -59,3 +59,4 @@ def search_result_as_dict(lib: Library, session: Session, photos: list[Photo]) -
          "tags": [{"name": t["name"], "score": t["score"], "source": t["source"]} for t in tags[p.id]]}
         for p in photos
     ]
+

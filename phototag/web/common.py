@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
+from phototag.display import printable
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
@@ -27,25 +29,6 @@ HERE = Path(__file__).resolve().parent
 
 #: the pages' templates (phototag/web/templates), HTML autoescaped
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-
-
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def printable(text: str) -> str:
-    """``text`` as a page can show it: a byte of a file name that is not UTF-8 (``\\udcXX``, see
-    :func:`os.fsdecode`) as ``\\xXX``, a control character as ``\\xNN`` or ``\\n`` (as the CLI shows them)."""
-
-    def escaped(match: re.Match) -> str:
-        ch = match.group()
-        code = ord(ch)
-        if ch in "\n\r\t":
-            return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch]
-        if 0xDC80 <= code <= 0xDCFF:
-            return f"\\x{code - 0xDC00:02x}"
-        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-    return _UNPRINTABLE.sub(escaped, text)
 
 
 def tag_query(name: str) -> str:
