@@ -50,6 +50,12 @@ class Settings:
         return self.home / "models"
 
     @property
+    def machine_cache_dir(self) -> Path:
+        """Files derived only from installed packages and this machine (not from the library), shared by
+        every library home of this user: e.g. the built-in model exported to ONNX once, not once per home."""
+        return Path(platformdirs.user_cache_dir("phototag", appauthor=False))
+
+    @property
     def index_dir(self) -> Path:
         return self.home / "index"
 

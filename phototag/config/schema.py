@@ -32,7 +32,8 @@ SCHEMA: tuple[Setting, ...] = (
             "the library database as a SQLAlchemy URL (e.g. postgresql+psycopg://user@host:5432/phototag); "
             "unset = phototag.db in the home (SQLite)", optional=True),
     Setting("batch_size", "int", 0, "photos per model call; 0 = the model's preference", min=0),
-    Setting("decode_workers", "int", 0, "parallel photo decoders; 0 = the number of CPUs", min=0),
+    Setting("decode_workers", "int", 0, "parallel photo decoders; 0 = auto (the cores are shared with the model by device)",
+            min=0),
     Setting("threshold", "float", None, "one score threshold for every tag, instead of the model's per-tag ones",
             min=0, max=1, optional=True),
     Setting("scan.follow_symlinks", "bool", False,

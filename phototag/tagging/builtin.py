@@ -313,7 +313,7 @@ class BuiltinTagger(Tagger):
     @classmethod
     def from_settings(cls, settings: Any) -> "BuiltinTagger":
         """The built-in tagger as the library's settings want it (``backend``; the export in its models folder)."""
-        return cls(backend=str(settings.get("backend") or "auto"), onnx_dir=settings.models_dir)
+        return cls(backend=str(settings.get("backend") or "auto"), onnx_dir=settings.machine_cache_dir / "onnx")
 
     def _choose_backend(self, asked: str) -> str:
         if asked == "torch":
@@ -451,7 +451,13 @@ class BuiltinTagger(Tagger):
         config = path.with_suffix(".json")
         with self._export_lock:
             if not (path.is_file() and config.is_file()):
-                export_onnx(self.weights_path, path, config)
+                from filelock import FileLock
+
+                path.parent.mkdir(parents=True, exist_ok=True)
+                # one export on this machine at a time: several scans starting together wait for the first
+                with FileLock(str(path) + ".lock", timeout=600):
+                    if not (path.is_file() and config.is_file()):
+                        export_onnx(self.weights_path, path, config)
         return path, config
 
     def session(self) -> Any:

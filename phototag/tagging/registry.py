@@ -55,7 +55,7 @@ def _model(settings: Settings, name: str) -> Tagger:
     if name == BUILTIN:
         from phototag.tagging.builtin import BuiltinTagger
 
-        return BuiltinTagger()
+        return BuiltinTagger.from_settings(settings)
     if name in _pack_names(settings):
         from phototag.tagging.packs import load_pack_tagger
 

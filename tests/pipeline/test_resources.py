@@ -171,9 +171,10 @@ def test_a_builtin_scan_peaks_under_600_mb(tmp_path, sample_photos, onnx_dir):
     import shutil
 
     home = tmp_path / "home"
-    (home / "models").mkdir(parents=True)
+    cache = tmp_path / ".cache" / "phototag" / "onnx"  # Settings.machine_cache_dir with HOME=tmp_path
+    cache.mkdir(parents=True)
     for f in onnx_dir.iterdir():  # the one-time export (its own process, ~20 s) is done already
-        shutil.copy(f, home / "models" / f.name)
+        shutil.copy(f, cache / f.name)
     run = subprocess.run(
         [sys.executable, "-c", LAUNCHER, sys.executable, "-m", "phototag", "--home", str(home), "scan", "--quiet",
          "--format", "json", str(sample_photos)],
