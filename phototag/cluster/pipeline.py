@@ -96,8 +96,11 @@ class RayPipeline(Pipeline):
             return Decoded(job, error=f"unexpected error: {type(exc).__name__}: {exc}")
 
     # ---- the actors -------------------------------------------------------------------------
-    def _start_actors(self) -> None:
+    def _start_actors(self, report: Report) -> None:
+        """Start the actors and wait until each has loaded the model (the run's load time)."""
         from phototag.cluster.worker import start_workers  # noqa: PLC0415
+
+        t0 = time.perf_counter()
 
         settings = self.library.settings
         self.actors, self._spawn = start_workers(self.cluster, settings, self.tagger.name,
@@ -126,6 +129,7 @@ class RayPipeline(Pipeline):
                     f"a Ray worker's {self.tagger.name} is not this machine's (model {theirs[0]}, weights "
                     f"{theirs[1][:12]}): install the same phototag and model pack on every node")
         self.actor_pids = [pid for pid, *_ in identities]
+        report.load_seconds += time.perf_counter() - t0
         if not self._batch_size_given:  # the workers' device decides (a GPU takes bigger batches)
             self.batch_size = min(batch_size for _, batch_size, *_ in identities)
 
@@ -215,7 +219,7 @@ class RayPipeline(Pipeline):
             self._persist(flight.batch, [], [], report)
             return
         if not self.actors:
-            self._start_actors()
+            self._start_actors(report)
         now = time.monotonic()
         load = [0.0] * len(self.actors)
         for f in in_flight.values():
@@ -265,6 +269,7 @@ class RayPipeline(Pipeline):
             good.append(decoded)
             predictions.append(photo.prediction)
         report.model_seconds += result.model_seconds
+        report.model_photos += len(good)
         self._persist(flight.batch, good, predictions, report)
 
     def _died(self, flight: _Flight, exc: BaseException, report: Report) -> None:

@@ -84,6 +84,8 @@ class TaggingWorker:
         node runs the same model."""
         import json
 
+        self.tagger.ready()  # the model loads now, while the driver waits for every actor
+        self.tagger.set_threads(self.threads)
         return (os.getpid(), self.tagger.batch_size, self.tagger.model_id, self.tagger.weights_sha256,
                 json.dumps(self.tagger.settings(), sort_keys=True, default=str))
 
