@@ -78,6 +78,7 @@ class ModelFollower:
             return  # queue re-tags once the new model is in place
         tagger = w.tagger
         if tagger.name != default:  # --model X, or the new default would not load: re-tagging would loop
+            w.leadership.resign(RETAG)  # a watcher sharing the library that tags with the default schedules
             self._log_once(logging.WARNING, "background re-tagging is off: this watcher tags with %s, "
                            "the default model is %s", tagger.name, default, extra={"event": "retag_off"})
             return
