@@ -33,7 +33,7 @@ def scan(
     paths: List[Path] = typer.Argument(..., help="Folders (or single photos) to scan.", show_default=False),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to tag with (default: the configured default; see `phototag models list`)."),
     batch_size: int = typer.Option(0, help="Photos per model batch (0 = the model's preference)."),
-    workers: int = typer.Option(0, help="Decode threads (0 = number of CPUs)."),
+    workers: int = typer.Option(0, help="Decode threads (0 = auto: the cores are shared with the model by device)."),
     fmt: ListFormat = typer.Option(ListFormat.table, "--format", help="Summary as a table or JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS",
@@ -93,7 +93,10 @@ def scan(
         f"[green]{report.new} new[/green], {report.updated} updated, {report.unchanged} unchanged, "
         f"{report.moved} moved, {report.copied} copied, {report.synced} synced, "
         f"[red]{report.failed} failed[/red], {report.missing} missing "
-        f"— {report.seconds:.1f}s ({tagger.name})"
+        f"— {report.seconds:.1f}s ({tagger.name}"
+        + (f"; model load {report.load_seconds:.1f}s, {report.photos_per_second:.2f} photos/s" if report.model_photos
+           else "")
+        + ")"
     )
     if report.busy:
         console.print(f"  {report.busy} being tagged by another phototag process (left to it)")

@@ -48,7 +48,7 @@ def watch(
         None, help="A file is tagged once its size and mtime have not changed for this long (default: watch.stable_seconds = 3).",
         show_default=False),
     batch_size: int = typer.Option(0, help="Photos per model batch (0 = the model's preference)."),
-    workers: int = typer.Option(0, help="Decode threads (0 = number of CPUs)."),
+    workers: int = typer.Option(0, help="Decode threads (0 = auto: the cores are shared with the model by device)."),
     log_format: LogFormat = typer.Option(LogFormat.text, "--log-format", help="text, or json: one JSON object per line."),
 ) -> None:
     """Watch folders and tag photos as they arrive.
@@ -86,7 +86,9 @@ def _watch(ctx, roots, model, polling, stable_seconds, batch_size, workers, log_
     missing = [r for r in roots if not Path(r).expanduser().exists()]
     for r in missing:
         log.warning("%s does not exist (yet): it is watched once it appears", r, extra={"event": "root_paused", "root": str(r)})
-    lock = WatchLock(settings.home)
+    # a server library (PostgreSQL) is shared by many watchers, which coordinate through it; a SQLite one
+    # has one watcher per home
+    lock = WatchLock(settings.home, shared=lib.db.dialect != "sqlite")
     lock.acquire()
     try:
         tagger = get_tagger(settings, model)

@@ -129,8 +129,11 @@ def settle(session: Session, path: Path | str, queued_at: dt.datetime | None) ->
         session.execute(delete(WorkItem).where(WorkItem.path == path))
         return
     session.execute(delete(WorkItem).where(WorkItem.path == path, WorkItem.enqueued_at <= queued_at))
+    # the claim finished: it no longer counts as one that did not (attempts), or the newer version
+    # of the file would later look like a suspect and go through a probe for nothing
     session.execute(update(WorkItem).where(WorkItem.path == path, WorkItem.owner == process_owner())
-                    .values(owner=None, heartbeat_at=None))
+                    .values(owner=None, heartbeat_at=None,
+                            attempts=case((WorkItem.attempts > 0, WorkItem.attempts - 1), else_=0)))
 
 
 @dataclass(frozen=True)

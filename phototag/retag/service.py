@@ -47,7 +47,7 @@ import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -311,8 +311,12 @@ class _Claims:
 def drain_retag(
     library: Library, rs: RetagSession, tagger=None, *, progress=None, batch_size: int | None = None,
     stop_event: threading.Event | None = None, on_commit=None, resumed: bool = False,
+    pipeline_class: Callable[..., Pipeline] = Pipeline,
 ) -> RetagReport:
-    """Run the model over the session's queued photos (step 2) and report the changes (step 3)."""
+    """Run the model over the session's queued photos (step 2) and report the changes (step 3).
+
+    ``pipeline_class`` builds the pipeline that runs the model (``Pipeline``; ``retag --ray`` gives
+    one whose model work runs on a Ray cluster)."""
     started = time.perf_counter()
     settings = library.settings
     if rs.state == "pending":  # killed before or after the enqueue committed: enqueue (again: an upsert)
@@ -331,8 +335,8 @@ def drain_retag(
                 roots = dict(session.execute(select(Photo.path, Photo.root)
                                              .where(Photo.id.in_(rs.photo_ids))).all())
             tagger = tagger or get_tagger(settings, rs.model)
-            pipeline = Pipeline(library, tagger, batch_size=batch_size, progress=progress, on_commit=on_commit,
-                                stop_event=stop_event)
+            pipeline = pipeline_class(library, tagger, batch_size=batch_size, progress=progress,
+                                      on_commit=on_commit, stop_event=stop_event)
             claims.chunk = pipeline.batch_size
             result = pipeline.process(claims.jobs(first, report, roots))
             report.retagged = result.retagged
@@ -361,28 +365,29 @@ def drain_retag(
 def retag(
     library: Library, query: Sequence[str] | None = None, model: str | None = None, *,
     dry_run: bool = False, resume: bool = False, tagger=None, progress=None, batch_size: int | None = None,
-    on_commit=None,
+    on_commit=None, pipeline_class: Callable[..., Pipeline] = Pipeline,
 ) -> RetagReport:
     """``phototag retag``: start (or continue) a re-tag and run it to the end."""
     if dry_run:
-        return dry_run_retag(library, query, model, tagger=tagger, progress=progress, batch_size=batch_size)
+        return dry_run_retag(library, query, model, tagger=tagger, progress=progress, batch_size=batch_size,
+                             pipeline_class=pipeline_class)
     if resume:
         rs = load_session(library.settings)
         if rs is None:
             raise RetagError("no unfinished re-tag to resume")
         return drain_retag(library, rs, tagger, progress=progress, batch_size=batch_size, on_commit=on_commit,
-                           resumed=True)
+                           resumed=True, pipeline_class=pipeline_class)
     existing = load_session(library.settings)
     if tagger is None and existing is None:  # an unknown model fails here, before anything is queued
         tagger = get_tagger(library.settings, model)
     rs = start_retag(library, query, model or (tagger.name if tagger is not None else None))
     return drain_retag(library, rs, tagger, progress=progress, batch_size=batch_size, on_commit=on_commit,
-                       resumed=existing is not None)
+                       resumed=existing is not None, pipeline_class=pipeline_class)
 
 
 def dry_run_retag(
     library: Library, query: Sequence[str] | None = None, model: str | None = None, *,
-    tagger=None, progress=None, batch_size: int | None = None,
+    tagger=None, progress=None, batch_size: int | None = None, pipeline_class: Callable[..., Pipeline] = Pipeline,
 ) -> RetagReport:
     """Run the re-tag on a throw-away copy of the database and report what it would change."""
     settings = library.settings
@@ -400,7 +405,8 @@ def dry_run_retag(
             # the shadow home has no session file: an unfinished real session is not disturbed
             rs = start_retag(shadow, query, model or settings.default_model)
             tagger = tagger or get_tagger(settings, rs.model)
-            report = drain_retag(shadow, rs, tagger, progress=progress, batch_size=batch_size)
+            report = drain_retag(shadow, rs, tagger, progress=progress, batch_size=batch_size,
+                                 pipeline_class=pipeline_class)
         finally:
             shadow.close()
     report.dry_run = True

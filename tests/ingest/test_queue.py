@@ -170,8 +170,10 @@ def test_batch_does_not_drop_a_row_enqueued_again_while_in_flight(library, tmp_p
         [Job(photo, tmp_path, queued_at=item.enqueued_at)])
     assert photo_row(library, photo).tagged_run_id is not None
     assert queue_length(library) == 1  # still queued: the newer version will be looked at
-    # a claim that is current is removed with its batch
+    # a claim that is current is removed with its batch; the finished one is not held against the
+    # photo (it would look like a crash and, twice, send the newer version to a probe)
     (item,) = q.claim(1)
+    assert item.attempts == 0
     Pipeline(library, ColourTagger(), decode_workers=1).process(
         [Job(photo, tmp_path, queued_at=item.enqueued_at)])
     assert queue_length(library) == 0
