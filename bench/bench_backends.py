@@ -20,7 +20,7 @@ runtime's numeric effect near the thresholds; re-run with real weights (``--weig
 machine runs). ONNX Runtime (MLAS) and OpenVINO pick their kernels from cpuid and cannot be capped this
 way: their figures on an AVX-512 machine overstate an AVX2 machine's.
 
-Run: ``.venv/bin/python bench/bench_backends.py [--kind ram|ram_plus] [--photos N] [--rounds 1] [--avx2]``
+Run: ``.venv/bin/python bench/bench_backends.py [--kind ram|ram_plus] [--photos N] [--rounds 1] [--avx2] [--keep DIR]``
 """
 
 from __future__ import annotations
@@ -166,6 +166,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--keep", type=Path, help="keep the synthetic pack (weights + ONNX exports) in this folder and "
+                                              "reuse it next time (default: a temp folder)")
     ap.add_argument("--avx2", action="store_true", help="also run the torch candidates capped to AVX2 (subprocess)")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # json: weights, sha, pack_dir, files, out
     args = ap.parse_args()
@@ -184,9 +186,14 @@ def main() -> None:
             image.save(files[-1], quality=92)
         files = files[:args.photos] if args.photos else files
         t = time.perf_counter()
-        pack = tmp / "pack"
-        pack.mkdir()
-        weights, sha = (args.weights, sha256_file(args.weights)) if args.weights else make_weights(args.kind, pack)
+        pack = args.keep / args.kind if args.keep else tmp / "pack"
+        pack.mkdir(parents=True, exist_ok=True)
+        if args.weights:
+            weights, sha = args.weights, sha256_file(args.weights)
+        elif (pack / "weights.safetensors").is_file():
+            weights, sha = pack / "weights.safetensors", sha256_file(pack / "weights.safetensors")
+        else:
+            weights, sha = make_weights(args.kind, pack)
         print(f"{args.kind}: weights ready in {time.perf_counter() - t:.0f} s; {len(files)} photos; {args.threads} "
               f"threads; torch {torch.__version__}; bf16 kernels: {cpu_supports_bf16()}", flush=True)
         rows = measure(args, weights, sha, pack, files, torch_only=False)

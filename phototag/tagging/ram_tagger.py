@@ -22,7 +22,6 @@ the CPU; fp32 on the CPU, bf16/fp16 on a GPU). The runtime of the tagging path i
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -34,7 +33,7 @@ from PIL import Image
 from .backends.choice import Choice, choose_backend
 from .backends.runners import TorchRunner, autocast_context
 from .base import Prediction, Tagger, TaggerError, TagScore
-from .device import PRECISIONS, cpu_supports_bf16, resolve_device, resolve_precision
+from .device import PRECISIONS, cpu_supports_bf16, resolve_device, resolve_precision  # noqa: F401 (re-exported)
 from .vocab import Vocabulary
 
 IMAGE_SIZE = 384

@@ -4,7 +4,6 @@ whose tags disagree), and ``phototag models benchmark`` measures and records a r
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -168,3 +167,12 @@ def test_models_benchmark_measures_records_and_auto_uses_it(home, checkpoint, tm
     tagger = load_pack_tagger(home.models_dir, "tiny")
     tagger = tagger.variant("auto", "auto")  # what backend = auto gives: the measured choice
     assert (tagger.backend, tagger.precision) == (best.backend, best.precision)
+
+
+def test_a_missing_runtime_package_is_a_one_line_install_hint(monkeypatch):
+    from phototag.tagging.backends import choice
+
+    choice.require_runtime("onnxruntime")  # installed here
+    monkeypatch.setitem(choice.PIP_NAMES, "openvino", "openvino-not-installed-pt-test")  # as if it were missing
+    with pytest.raises(TaggerError, match=r"^backend 'openvino' needs .*: pip install openvino-not-installed-pt-test$"):
+        choice.require_runtime("openvino")
