@@ -63,13 +63,10 @@ class Pipeline:
         sequential: bool = False,
     ):
         self.library = library
-        self.tagger = tagger
         settings = library.settings
-        self.device = tagger_device(tagger)
-        self.plan = plan_for(tagger, self.device, workers=decode_workers or int(settings.get("decode_workers") or 0),
-                             batch_size=batch_size or int(settings.get("batch_size") or 0))
-        self.decode_workers = self.plan.decode_workers
-        self.batch_size = self.plan.batch_size
+        self._workers_asked = decode_workers or int(settings.get("decode_workers") or 0)
+        self._batch_asked = batch_size or int(settings.get("batch_size") or 0)
+        self.use_tagger(tagger)
         self.batch_timeout = batch_timeout
         self.sequential = sequential
         self.extensions = settings.get("scan.extensions")
@@ -89,6 +86,15 @@ class Pipeline:
         self._store = BatchStore(self)
 
     # ---- scanning -------------------------------------------------------------------------
+
+    def use_tagger(self, tagger: Tagger) -> None:
+        """Tag with ``tagger`` from the next run on (``watch`` swaps the model when the default changes):
+        the split of cores and the batch size follow its device and cost again."""
+        self.tagger = tagger
+        self.device = tagger_device(tagger)
+        self.plan = plan_for(tagger, self.device, workers=self._workers_asked, batch_size=self._batch_asked)
+        self.decode_workers = self.plan.decode_workers
+        self.batch_size = self.plan.batch_size
     def scan(self, roots: Iterable[Path | str]) -> Report:
         """Bring the library up to date with ``roots``: tag new/changed photos, follow moves,
         mark vanished ones missing."""

@@ -118,7 +118,6 @@ class Watcher:
         self.models = ModelFollower(
             self, settings, check_seconds=setting(retag_check_seconds, "retag.check_seconds"),
             follow_default_model=follow_default_model, load_tagger=load_tagger)
-        self.batch_size_arg = batch_size
         self.pipeline = Pipeline(
             library, tagger, batch_size=batch_size, decode_workers=decode_workers,
             batch_timeout=self.batch_timeout, on_commit=self.consumer.committed,

@@ -136,9 +136,7 @@ class ModelFollower:
             return
         w = self.watcher
         old, w.tagger = w.tagger, tagger
-        w.pipeline.tagger = tagger
-        w.pipeline.batch_size = (w.batch_size_arg or int(w.library.settings.get("batch_size") or 0)
-                                 or tagger.batch_size)
+        w.pipeline.use_tagger(tagger)  # cores and batch size planned for the new model
         try:
             old.close()
         except Exception:  # pragma: no cover - releasing memory only

@@ -75,6 +75,21 @@ def test_pipeline_uses_the_settings_over_the_plan(library):
     assert Pipeline(library, BuiltinTagger(faces=False), decode_workers=2, batch_size=1).batch_size == 1
 
 
+def test_a_swapped_model_gets_its_own_plan(library):
+    """watch swaps the model when the default changes: the split of cores and the batch follow the new one."""
+    from watch.helpers import ColourTagger
+
+    from phototag.pipeline.stages import plan_for
+
+    light = ColourTagger()  # batch 16, the base prepare share
+    pipeline = Pipeline(library, BuiltinTagger(faces=True))
+    before = pipeline.plan
+    pipeline.use_tagger(light)
+    assert pipeline.tagger is light
+    assert pipeline.plan == plan_for(light, "cpu") != before
+    assert (pipeline.decode_workers, pipeline.batch_size) == (pipeline.plan.decode_workers, pipeline.plan.batch_size)
+
+
 # ---- the model: loaded once, timed apart ------------------------------------------------------------
 class CountingTagger(ForwardingTagger):
     """The real built-in tagger, counting how often it is asked to load and to predict."""
