@@ -15,8 +15,9 @@ difference and the smallest embedding cosine. The weights are the synthetic full
 (manifest, seed 1234: real weights cannot be downloaded here), so agreement only measures each
 runtime's numeric effect near the thresholds; re-run with real weights (``--weights``) to judge tags.
 
-``--avx2`` then runs the torch candidates again in a subprocess with ``ONEDNN_MAX_CPU_ISA=AVX2`` and
-``ATEN_CPU_CAPABILITY=avx2``: torch's own kernels and oneDNN are capped to AVX2 (what an AVX2-only
+``--avx2`` then runs the torch candidates again in a subprocess with ``ONEDNN_MAX_CPU_ISA=AVX2``,
+``ATEN_CPU_CAPABILITY=avx2`` and ``MKL_ENABLE_INSTRUCTIONS=AVX2``: torch's own kernels, oneDNN and MKL
+are capped to AVX2 (what an AVX2-only
 machine runs). ONNX Runtime (MLAS) and OpenVINO pick their kernels from cpuid and cannot be capped this
 way: their figures on an AVX-512 machine overstate an AVX2 machine's.
 
@@ -48,7 +49,7 @@ from phototag.tagging.ram_tagger import MEAN, STD, RamTagger  # noqa: E402
 from phototag.tagging.vocab import ram_vocabulary  # noqa: E402
 from phototag.tagging.weights import load_pack_model, sha256_file  # noqa: E402
 
-AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 class NaiveLoop:

@@ -1,4 +1,4 @@
-"""phototag models download|add|list|default|verify: install and manage RAM / RAM++ / Tag2Text model packs."""
+"""phototag models download|add|list|default|verify|benchmark: install, manage and measure RAM / RAM++ / Tag2Text packs."""
 
 from __future__ import annotations
 
