@@ -20,8 +20,9 @@ of this interpreter's venv, first on PATH) in ``bash -e -c LINE``, on a library 
 
 An example must exit 0 (``search``/``similar`` may exit 1: "nothing matched", as the README says) with no
 traceback. The commands a test machine cannot run for real are in ``CANNOT_RUN`` with the reason and the
-clean failure the README promises; ``phototag watch`` runs until it is stopped, so it is started, waited for
-("caught up"/"up to date"), left running for the rest of its block and stopped with SIGTERM (exit 0).
+clean failure the README promises; ``phototag watch`` and ``phototag serve`` run until they are stopped, so each
+is started, waited for ("caught up"/"up to date"; the printed address, where a search for cat must show the
+cat), left running for the rest of its block and stopped with SIGTERM (exit 0).
 Before ``calibrate`` the test removes the same wrong guess from a second photo (``BEFORE``: fine-tuning
 needs two corrected photos, the README shows one). A README example added later that does not run fails
 here, under its own name.
@@ -39,6 +40,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import pytest
@@ -130,6 +132,9 @@ CANNOT_RUN: dict[str, CannotRun] = {
                   ("'tag2text_swin_14m.pth' does not exist",)),
     "phototag retag --model ram_plus --dry-run --format json": CannotRun(_NEEDS_RAM_PLUS, ("unknown model 'ram_plus'",)),
     "phototag retag --model ram_plus": CannotRun(_NEEDS_RAM_PLUS, ("unknown model 'ram_plus'",)),
+    "phototag scan --ray auto ~/Pictures": CannotRun(
+        "needs a running Ray cluster that this machine belongs to (tests/cluster starts one and scans through it)",
+        ("cannot connect to the Ray cluster at auto",)),
 }
 
 #: what a user has done before some examples, beyond the examples above them: README command → (commands, why)
@@ -140,10 +145,37 @@ BEFORE: dict[str, tuple[tuple[str, ...], str]] = {
          "threshold from 3 corrections of it), so the same wrong guess is removed from the HEIC of that pug too")),
 }
 
-#: runs until it is stopped: started in the background, stopped with SIGTERM when its block ends
-RUNS_UNTIL_STOPPED = f"phototag watch ~/Pictures {UNMOUNTED}"
-#: what the watch log says once it has looked at every photo (a fresh library: caught up; else up to date)
-WATCH_READY = ("caught up", "up to date")
+def _serves_the_search_page(log: str, env: Env) -> str | None:
+    """`phototag serve` answers at the address it printed: a search for cat shows the cat photo."""
+    import urllib.request
+
+    match = re.search(r"phototag serve: (http://\S+)", log)
+    if not match:
+        return f"printed no address: {log[-500:]!r}"
+    try:
+        with urllib.request.urlopen(match.group(1).rstrip("/") + "/?q=cat", timeout=60) as response:
+            page = response.read().decode("utf-8", "replace")
+    except OSError as exc:
+        return f"{match.group(1)} did not answer: {exc}"
+    if 'name="q"' not in page or 'alt="IMG_0002.jpg"' not in page:
+        return f"/?q=cat shows no search box or not the cat photo IMG_0002.jpg:\n{page[:2000]}"
+    return None
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """A README command that runs until it is stopped: started in the background, waited for (one of
+    ``ready`` in its output), checked, left running for the rest of its block, stopped with SIGTERM."""
+
+    ready: tuple[str, ...]
+    check: Callable[[str, Env], str | None] | None = None
+
+
+RUNS_UNTIL_STOPPED: dict[str, Daemon] = {
+    # the watch log once it has looked at every photo (a fresh library: caught up; else up to date)
+    f"phototag watch ~/Pictures {UNMOUNTED}": Daemon(("caught up", "up to date")),
+    "phototag serve": Daemon(("phototag serve: http://",), _serves_the_search_page),
+}
 
 
 def _status_running(result: Result, env: Env) -> str | None:
@@ -295,21 +327,22 @@ def judge(example: Example, result: Result, env: Env) -> None:
         result.problems.append(problem)
 
 
-def start_watch(command: str, env: Env, log: Path) -> tuple[subprocess.Popen, str | None]:
+def start_daemon(command: str, daemon: Daemon, env: Env, log: Path) -> tuple[subprocess.Popen, str | None]:
     with open(log, "w") as err:
         proc = subprocess.Popen(["bash", "-c", "exec " + command], cwd=env.home, env=env.environ,
-                                stdout=subprocess.DEVNULL, stderr=err)
+                                stdout=err, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < deadline:
-        if any(word in log.read_text(errors="replace") for word in WATCH_READY):
-            return proc, None
+        text = log.read_text(errors="replace")
+        if any(word in text for word in daemon.ready):
+            return proc, daemon.check(text, env) if daemon.check else None
         time.sleep(0.2)
     if proc.poll() is None:
-        return proc, f"never said {' or '.join(WATCH_READY)!r} in 240 s"
+        return proc, f"never said {' or '.join(daemon.ready)!r} in 240 s"
     return proc, f"exited {proc.returncode} before it was stopped"
 
 
-def stop_watch(proc: subprocess.Popen, log: Path, started: float, problem: str | None) -> Result:
+def stop_daemon(proc: subprocess.Popen, log: Path, started: float, problem: str | None) -> Result:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -343,16 +376,17 @@ def ran(tmp_path_factory) -> dict[Example, Result]:
         nonlocal watch
         if watch:
             example, proc, log, started, problem = watch
-            results[example] = stop_watch(proc, log, started, problem)
+            results[example] = stop_daemon(proc, log, started, problem)
             watch = None
 
     try:
         for i, example in enumerate(EXAMPLES):
             if watch and example.section != watch[0].section:
                 end_watch()  # the watcher runs for the rest of its block (status, service install)
-            if example.bare == RUNS_UNTIL_STOPPED:
-                log = env.home / "watch.log"
-                proc, problem = start_watch(as_run(example, env), env, log)
+            if example.bare in RUNS_UNTIL_STOPPED:
+                end_watch()  # one at a time
+                log = env.home / f"{example.bare.split()[1]}.log"
+                proc, problem = start_daemon(as_run(example, env), RUNS_UNTIL_STOPPED[example.bare], env, log)
                 watch = (example, proc, log, time.monotonic(), problem)
                 continue
             for command in BEFORE.get(example.bare, ((), ""))[0]:
@@ -372,7 +406,7 @@ def test_the_readme_has_examples_and_every_listed_command_is_one_of_them():
     commands = {e.bare for e in EXAMPLES}
     assert len(EXAMPLES) >= 20, [e.command for e in EXAMPLES]
     assert not any(e.section == "Set up" for e in EXAMPLES)
-    stale = [c for c in [*CANNOT_RUN, *PROMISES, *BEFORE, RUNS_UNTIL_STOPPED] if c not in commands]
+    stale = [c for c in [*CANNOT_RUN, *PROMISES, *BEFORE, *RUNS_UNTIL_STOPPED] if c not in commands]
     assert not stale, f"listed here but not in README.md (update the lists): {stale}"
 
 
