@@ -131,12 +131,12 @@ class RamTagger(Tagger):
     def _choose(self, backend: str | None, precision: str | None) -> Choice:
         # no backend given = torch, as before backends existed: a caller that patches the torch model
         # (a fine-tuned head) must not get an exported graph; the registry passes the setting
-        backend = backend or "torch"
+        # (and no measurement consulted: precision auto stays what the device gives)
         asked = precision or "auto"
         if asked not in ("auto", "int8"):
             asked = resolve_precision(asked, self.device)  # refuses what this device cannot do
-        return choose_backend(backend, asked, self.device.type, self.pack_dir, self._sha256,
-                              default_precision=resolve_precision("auto", self.device))
+        return choose_backend(backend or "torch", asked, self.device.type, self.pack_dir if backend else None,
+                              self._sha256, default_precision=resolve_precision("auto", self.device))
 
     def variant(self, backend: str, precision: str) -> "RamTagger":
         """The same pack with another runtime / precision (a new, unloaded tagger)."""

@@ -105,12 +105,15 @@ def test_auto_follows_this_machines_record_and_ignores_another_machines(pack, ca
         tagger = make(backend="auto")
     assert (tagger.backend, tagger.precision) == ("torch", "fp32")
     assert "benchmark" in caplog.text
-    write_record(folder, sha, [Candidate("torch", "fp32", 1.0), Candidate("onnxruntime", "fp32", 3.0)], "cpu")
+    write_record(folder, sha, [Candidate("torch", "fp32", 1.0), Candidate("onnxruntime", "fp32", 3.0),
+                               Candidate("torch", "bf16", 2.0)], "cpu")
     tagger = make(backend="auto")
     assert (tagger.backend, tagger.precision) == ("onnxruntime", "fp32")
     assert tagger.settings()["backend"] == "onnxruntime"
-    assert make(backend="torch").backend == "torch"  # an explicit backend is kept
-    assert make().backend == "torch"  # a caller that passes no backend (a fine-tuned head patches torch's model)
+    assert make(backend="torch").backend == "torch"  # an explicit backend is kept, at its best measured precision
+    assert (make(backend="torch").precision, make(backend="torch", precision="fp32").precision) == ("bf16", "fp32")
+    # a caller that passes no backend (a fine-tuned head patches torch's model) gets torch as before, unmeasured
+    assert (make().backend, make().precision) == ("torch", "fp32")
     assert len(read_record(folder)["machines"]) == 2  # the other machine's entry is kept
     write_record(folder, "0" * 64, [Candidate("onnxruntime", "fp32", 3.0)], "cpu")  # other weights
     assert make(backend="auto").backend == "torch"
