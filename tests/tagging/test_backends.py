@@ -179,3 +179,18 @@ def test_a_missing_runtime_package_is_a_one_line_install_hint(monkeypatch):
     monkeypatch.setitem(choice.PIP_NAMES, "openvino", "openvino-not-installed-pt-test")  # as if it were missing
     with pytest.raises(TaggerError, match=r"^backend 'openvino' needs .*: pip install openvino-not-installed-pt-test$"):
         choice.require_runtime("openvino")
+
+
+def test_tag2text_on_openvino_agrees_with_torch(tmp_path):
+    """Tag2Text's per-class logit layer is exported as one contraction: OpenVINO 2026.4 computed its
+    broadcast-multiply-and-sum form wrongly (max |Δlogit| 0.23 on this tiny model)."""
+    from phototag.tagging.vocab import tag2text_vocabulary
+
+    torch.save(official_checkpoint(tiny_official_state("tag2text", seed=GOLDEN_SEED)), tmp_path / "t2t.pth")
+    result = convert_checkpoint(tmp_path / "t2t.pth", tmp_path / "t2t.safetensors", arch=tiny_arch("tag2text"))
+    vocab = tag2text_vocabulary(DATA / "tag2text_ori_tag_list.txt")
+    make = lambda backend: RamTagger("t2t", "tag2text", result.path, vocab, result.sha256,  # noqa: E731
+                                     arch=tiny_arch("tag2text"), backend=backend, precision="fp32")
+    x = torch.stack([make("torch").prepare(p) for p in photos()])
+    ref, out = make("torch").forward(x), make("openvino").forward(x)
+    np.testing.assert_allclose(out["logits"].numpy(), ref["logits"].numpy(), atol=2e-4, rtol=0)
