@@ -274,8 +274,10 @@ def load_pack_tagger(
     precision: str | None = None,
     threshold: float | None = None,
     captions: bool = True,
+    backend: str | None = None,
 ):
-    """A lazily-loading :class:`~phototag.tagging.ram_tagger.RamTagger` for pack ``name``."""
+    """A lazily-loading :class:`~phototag.tagging.ram_tagger.RamTagger` for pack ``name``; ``backend``
+    is the runtime setting (None = torch, for callers that work on the torch model itself)."""
     from .ram_tagger import RamTagger
 
     info = read_pack(models_dir, name)
@@ -293,6 +295,7 @@ def load_pack_tagger(
         captions=captions and info.captioning,
         bert_vocab=info.path / "vocab.txt" if "vocab.txt" in info.files else None,
         model_id=info.model_id,
+        backend=backend,
     )
 
 

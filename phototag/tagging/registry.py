@@ -46,11 +46,12 @@ def _version_or_model(settings: Settings, name: str) -> Tagger:
     version = read_version(settings, name) if name != BUILTIN else None
     if version is None:
         return _model(settings, name)
-    pack = _model(settings, version["base_pack"]) if version.get("base") == "pack" else None
+    # a fine-tuned version patches the base pack's torch model: never an exported graph
+    pack = _model(settings, version["base_pack"], backend="torch") if version.get("base") == "pack" else None
     return load_finetuned_tagger(settings, name, version, pack)
 
 
-def _model(settings: Settings, name: str) -> Tagger:
+def _model(settings: Settings, name: str, backend: str | None = None) -> Tagger:
     """The built-in model, a model pack or a plugin's tagger (no version, no user thresholds)."""
     if name == BUILTIN:
         from phototag.tagging.builtin import BuiltinTagger
@@ -62,7 +63,7 @@ def _model(settings: Settings, name: str) -> Tagger:
         return load_pack_tagger(
             settings.models_dir, name,
             device=settings.get("device"), precision=settings.get("precision"),
-            threshold=settings.get("threshold"),
+            threshold=settings.get("threshold"), backend=backend or settings.get("backend"),
         )
     plugin_taggers = _plugin_taggers(settings)
     if name in plugin_taggers:

@@ -202,10 +202,17 @@ def choose_backend(backend: str | None, precision: str | None, device: str, pack
         if best is not None:
             return Choice(best.backend, best.precision,
                           f"measured here: {best.photos_per_s:.3g} photos/s, tags agree {best.jaccard:.3f} with fp32")
-    elif elsewhere and backend == "auto":
-        log.warning("this model was benchmarked on another machine (or with other library versions); "
-                    "run `phototag models benchmark` to let backend = auto choose here (using torch meanwhile)")
-    chosen = "torch" if backend == "auto" else backend
+    chosen = backend
+    if backend == "auto":
+        # not measured here: fp32 in ONNX Runtime when it is installed (the export is checked against
+        # torch, so the tags are fp32's; 1.8x torch eager on the project's CPUs), unless a precision
+        # only torch runs (bf16) was asked for
+        fp32 = precision in ("auto", "fp32") and default_precision == "fp32"
+        chosen = "onnxruntime" if fp32 and _version(PIP_NAMES["onnxruntime"]) is not None else "torch"
+        if elsewhere:
+            log.warning("this model was benchmarked on another machine (or with other library versions); "
+                        "run `phototag models benchmark` to let backend = auto choose here (using %s fp32 "
+                        "meanwhile)", chosen)
     if precision == "auto":
         precision = default_precision if default_precision in CPU_PRECISIONS[chosen] else "fp32"
     return Choice(chosen, precision, "not measured on this machine" if backend == "auto" else "asked for")

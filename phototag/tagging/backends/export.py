@@ -67,6 +67,27 @@ def tagging_path_module(model):
     return TaggingPath(model).eval()
 
 
+def _check_export(module, onnx_file: Path, image_size: int) -> None:
+    """The export computes what torch computes (ONNX Runtime, fp32, a seeded input of 2 photos): an
+    exporter that got an operator wrong fails here, before any photo is tagged with it."""
+    import numpy as np
+    import torch
+
+    from phototag.tagging.base import TaggerError
+
+    try:
+        import onnxruntime as ort
+    except ImportError:  # OpenVINO only: it reads the same file; the benchmark's agreement check remains
+        return
+    x = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    want = module(x)[0].float().numpy()
+    got = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"]).run(None, {"pixels": x.numpy()})[0]
+    diff = float(np.abs(want - got).max())
+    if not diff <= 1e-3 * max(1.0, float(np.abs(want).max())):
+        raise TaggerError(f"the ONNX export of this model differs from torch (max |Δlogit| {diff:.3g}); "
+                          "set backend = \"torch\"")
+
+
 @contextlib.contextmanager
 def _quiet():
     """The exporter and the quantiser warn at length about things that do not matter here."""
@@ -122,6 +143,7 @@ class Exports:
                 dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}, "image_embeds": {0: "batch"}},
                 opset_version=OPSET, dynamo=False,
             )
+            _check_export(module, tmp, image_size)
         seconds = time.perf_counter() - t0
         write_json(path.with_suffix(".json"), {"seconds": round(seconds, 2), "what": "torch.onnx.export"})
         self.exports += 1
