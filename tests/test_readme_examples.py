@@ -119,6 +119,7 @@ _NEEDS_RAM_PLUS = "needs the RAM++ pack that `models download ram_plus` installs
 CANNOT_RUN: dict[str, CannotRun] = {
     "phototag models download ram_plus": CannotRun(_DOWNLOAD, ("Download these files by hand", "then, in that folder, run:")),
     "phototag models default ram_plus": CannotRun(_NEEDS_RAM_PLUS, ("no model called 'ram_plus'",)),
+    "phototag models benchmark ram_plus": CannotRun(_NEEDS_RAM_PLUS, ("'ram_plus' is not an installed model pack",)),
     "phototag models download tag2text": CannotRun(_DOWNLOAD, ("Download these files by hand", "then, in that folder, run:")),
     "phototag scan --model tag2text ~/Pictures": CannotRun(
         "needs the Tag2Text pack that `models download tag2text` installs (4.5 GB, network)",
