@@ -369,7 +369,7 @@ class BuiltinTagger(Tagger):
     def preprocess(self) -> Any:
         """The resize/crop/normalisation that travels with the weights (its module imports torch, so it is
         read when a photo is first prepared: a scan with nothing new to tag never loads torch)."""
-        if self.backend == "onnxruntime":  # as exported with the weights: no torch in this process
+        if self.backend == "onnxruntime" and self._exported():  # as exported with the weights: no torch here
             return SimpleNamespace(**json.loads(self.onnx_files()[1].read_text(encoding="utf-8")))
         from phototag.tagging.models.efficientnet import PREPROCESS
 
@@ -427,7 +427,7 @@ class BuiltinTagger(Tagger):
             self._session = None
 
     def ready(self) -> None:
-        if self.backend == "onnxruntime":
+        if self.backend == "onnxruntime" and self._exported():
             self.session()
         else:
             self.network()
@@ -459,6 +459,18 @@ class BuiltinTagger(Tagger):
                     if not (path.is_file() and config.is_file()):
                         export_onnx(self.weights_path, path, config)
         return path, config
+
+    def _exported(self) -> bool:
+        """Whether the ONNX export is there (made now if need be). An export that cannot be made (a
+        broken ONNX install, a full disk) is not the photos' fault: the model runs in torch instead,
+        with a warning, and the tags are the same."""
+        try:
+            self.onnx_files()
+            return True
+        except (TaggerError, OSError) as exc:
+            log.warning("the built-in model runs in torch: %s", exc)
+            self.backend = "torch"
+            return False
 
     def session(self) -> Any:
         """The ONNX Runtime session."""

@@ -214,3 +214,25 @@ def test_a_model_that_cannot_load_stops_the_run_and_blames_no_photo(library, sam
         Pipeline(library, broken, decode_workers=2, sequential=sequential).scan([sample_photos])
     with library.session() as session:
         assert session.scalars(select(Photo).where(Photo.error.is_not(None))).all() == []
+
+
+def test_an_export_that_cannot_be_made_falls_back_to_torch_with_the_same_tags(tmp_path, sample_photos, onnx_dir, caplog):
+    """The ONNX export's folder cannot be made (here: a file is in the way): the photos are still
+    tagged, in torch, with a warning, and the tags are those ONNX Runtime gives."""
+    import logging
+
+    from PIL import Image
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    fallback = BuiltinTagger(backend="auto", onnx_dir=blocked / "onnx")
+    assert fallback.backend == "onnxruntime"  # chosen; the export is made on first use
+    with Image.open(sample_photos / "chelsea.jpg") as img, caplog.at_level(logging.WARNING):
+        photo = fallback.prepare(img.convert("RGB"))
+        fallback.ready()
+        got = fallback.predict([photo])[0]
+    assert fallback.backend == "torch" and "runs in torch" in caplog.text
+    ort = BuiltinTagger(backend="onnxruntime", onnx_dir=onnx_dir)
+    with Image.open(sample_photos / "chelsea.jpg") as img:
+        want = ort.predict([ort.prepare(img.convert("RGB"))])[0]
+    assert [t.name for t in got.tags] == [t.name for t in want.tags]
