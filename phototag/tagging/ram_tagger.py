@@ -88,6 +88,11 @@ class RamTagger(Tagger):
     #: the tests set it to drive real commands with tiny packs, which the weights alone do not describe
     default_arch: Any = None
 
+    #: a photo's work is nearly all in the network (Swin-L); squashing to 384 px is cheap: the pipeline
+    #: gives the model the cores and decodes with one thread (phototag.ingest.pool.plan_resources)
+    prepare_share = 0.02
+    input_size = IMAGE_SIZE
+
     def __init__(
         self,
         name: str,
@@ -218,6 +223,10 @@ class RamTagger(Tagger):
                     if self.captions:  # the caption decoder stays in torch
                         self._model = self._load_torch_model()
             return self._model
+
+    def ready(self) -> None:
+        """Load the runtime now (the pipeline reports this time apart from the tagging time)."""
+        self.load()
 
     def _open_exported(self):
         from .backends.choice import require_runtime
