@@ -58,8 +58,8 @@ class Leadership:
         try:
             if self._conn is None:
                 self._conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-                for name, value in KEEPALIVE.items():
-                    self._conn.execute(text(f"SET {name} = {int(value)}"))
+                for parameter, value in KEEPALIVE.items():
+                    self._conn.execute(text(f"SET {parameter} = {int(value)}"))
             got = bool(self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(name)}).scalar())
         except Exception as exc:  # the server is unreachable: not the leader now; the next check tries again
             log.warning("cannot ask the database who leads %s: %s: %s", name, type(exc).__name__, exc,

@@ -163,6 +163,7 @@ def test_a_lead_is_held_by_one_watcher_and_passes_on_when_it_resigns_or_goes(pg_
     try:
         mine, theirs = Leadership(library), Leadership(other_lib)
         assert mine.shared and mine.leads("/photos") and mine.leads(RETAG)
+        assert mine.held() == {"/photos", RETAG}  # the first lead asked for is the one taken
         assert not theirs.leads("/photos") and not theirs.leads(RETAG) and theirs.leads("/scans")
         mine.resign("/photos")  # its drive went away here
         assert theirs.leads("/photos") and not mine.leads("/photos")
