@@ -28,6 +28,7 @@ from typing import Any, Iterable
 from phototag.cluster.connect import Cluster, ClusterError
 from phototag.cluster.paths import PathMap
 from phototag.cluster.worker import MAX_RESTARTS
+from phototag.ingest.decode import read_error
 from phototag.ingest.pool import DecodePool
 from phototag.library import PhotoFacts
 from phototag.pipeline import Pipeline, Report
@@ -87,13 +88,11 @@ class RayPipeline(Pipeline):
             facts = PhotoFacts(path=job.path, root=job.root, size=job.size, mtime=job.mtime,
                                sha256=job.sha256 or "", sidecar_stat=stat)
             return Decoded(job, facts, None, keywords)
-        except FileNotFoundError:
-            return Decoded(job, error="file vanished while it was being read")
-        except PermissionError:
-            return Decoded(job, error="permission denied")
+        except (FileNotFoundError, PermissionError) as exc:
+            return Decoded(job, error=read_error(exc))
         except Exception as exc:
             log.exception("unexpected error reading %s", job.path)
-            return Decoded(job, error=f"unexpected error: {type(exc).__name__}: {exc}")
+            return Decoded(job, error=read_error(exc))
 
     # ---- the actors -------------------------------------------------------------------------
     def _start_actors(self, report: Report) -> None:

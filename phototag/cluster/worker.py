@@ -45,19 +45,6 @@ class BatchResult:
     pid: int = 0
 
 
-def _decode_error(exc: BaseException) -> str:
-    """The error a local scan records for ``exc`` (:meth:`phototag.pipeline.Pipeline._decode`'s words)."""
-    from phototag.ingest.decode import DecodeError
-
-    if isinstance(exc, DecodeError):
-        return str(exc)
-    if isinstance(exc, FileNotFoundError):
-        return "file vanished while it was being read"
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    return f"unexpected error: {type(exc).__name__}: {exc}"
-
-
 class TaggingWorker:
     """Runs on a Ray worker (wrapped by ``ray.remote`` in :func:`start_workers`)."""
 
@@ -90,7 +77,7 @@ class TaggingWorker:
                 json.dumps(self.tagger.settings(), sort_keys=True, default=str))
 
     def _read(self, item: tuple[bytes, bool]) -> tuple[PhotoResult, Any]:
-        from phototag.ingest.decode import decode_photo
+        from phototag.ingest.decode import decode_photo, read_error
         from phototag.ingest.exif import read_exif
         from phototag.ingest.fingerprint import sha256_file
 
@@ -106,7 +93,7 @@ class TaggingWorker:
         except Exception as exc:  # one bad photo must never stop the batch
             if not isinstance(exc, OSError) and type(exc).__name__ != "DecodeError":
                 log.exception("unexpected error decoding %s", path)
-            return PhotoResult(error=_decode_error(exc)), None
+            return PhotoResult(error=read_error(exc)), None
 
     def tag(self, items: list[tuple[bytes, bool]]) -> BatchResult:
         """``items``: (path as the worker sees it, whether to hash the file). One result per item, in order."""

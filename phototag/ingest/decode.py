@@ -40,6 +40,18 @@ class DecodeError(PhototagError):
     """The file is not a photo we can read; the message says why in plain words."""
 
 
+def read_error(exc: BaseException) -> str:
+    """What a scan records for a photo whose reading raised ``exc`` (one wording, wherever the photo
+    was read: the local decode pool or a Ray worker)."""
+    if isinstance(exc, DecodeError):
+        return str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return "file vanished while it was being read"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return f"unexpected error: {type(exc).__name__}: {exc}"
+
+
 _pillow_limit_lock = threading.Lock()
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from phototag.db.models import Photo
-from phototag.ingest.decode import DecodeError, decode_photo
+from phototag.ingest.decode import DecodeError, decode_photo, read_error
 from phototag.ingest.exif import read_exif
 from phototag.ingest.fingerprint import sha256_file
 from phototag.ingest.keywords import PhotoKeywords, read_photo_keywords, sidecar_stat
@@ -179,15 +179,11 @@ class Pipeline:
                 sidecar_stat=stat,
             )
             return Decoded(job, facts, prepared, keywords)
-        except DecodeError as exc:
-            return Decoded(job, error=str(exc))
-        except FileNotFoundError:
-            return Decoded(job, error="file vanished while it was being read")
-        except PermissionError:
-            return Decoded(job, error="permission denied")
+        except (DecodeError, FileNotFoundError, PermissionError) as exc:
+            return Decoded(job, error=read_error(exc))
         except Exception as exc:  # one bad photo must never stop the run
             log.exception("unexpected error decoding %s", job.path)
-            return Decoded(job, error=f"unexpected error: {type(exc).__name__}: {exc}")
+            return Decoded(job, error=read_error(exc))
 
     def process(self, jobs: Iterable[Job], report: Report | None = None) -> Report:
         """Decode, tag and store ``jobs``. Returns (and fills) ``report``."""
