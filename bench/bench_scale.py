@@ -25,10 +25,6 @@ import argparse
 import logging
 import multiprocessing as mp
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,72 +33,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "bench"), str(REPO / "tests")]
 
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+from ray_head import RAY_ENV, RayHead  # noqa: E402  (tests/: the one way a real cluster is started and stopped)
+
 
 
 # ---- a Ray cluster for the run ---------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _descendants(pid: int) -> set[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parents.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    out, todo = set(), [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.add(child)
-            todo.append(child)
-    return out
-
-
-class RayHead:
-    """``ray start --head --block`` in a temp dir; :meth:`stop` ends it and its processes by PID."""
-
-    def __init__(self, cpus: int):
-        self.temp = tempfile.mkdtemp(prefix="ptbench", dir="/tmp")
-        self.port = _free_port()
-        self.log = open(os.path.join(self.temp, "start.log"), "wb")
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "ray"), "start", "--head", "--port", str(self.port),
-             "--num-cpus", str(cpus), "--block", "--ray-client-server-port", str(_free_port()),
-             "--dashboard-agent-listen-port", str(_free_port()), "--include-dashboard=false",
-             "--disable-usage-stats", "--temp-dir", self.temp],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **RAY_ENV}, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while "will now block" not in Path(self.temp, "start.log").read_text(errors="replace"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("ray start failed: " + Path(self.temp, "start.log").read_text()[-1500:])
-            time.sleep(0.5)
-        self.address = f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        pids = _descendants(self.proc.pid)
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        for pid in pids | {self.proc.pid}:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        self.proc.wait(10)
-        self.log.close()
-        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 # ---- tagging ---------------------------------------------------------------------------------------

@@ -29,3 +29,27 @@ def printable(text: str) -> str:
     Everything else (accents, CJK, emoji, backslashes) is shown as it is. For reading, not parsing:
     scripts use ``--format json`` or ``--print0``."""
     return _UNPRINTABLE.sub(escape_char, text) if _UNPRINTABLE.search(text) else text
+
+
+def shown_value(key: str, value: object) -> str:
+    """A value as a person reads it: 1/121 s, f/2.8, 4.2 mm (JSON keeps the numbers)."""
+    if key == "exposure_time" and isinstance(value, (int, float)) and value > 0:
+        return exposure(value)
+    if key == "f_number" and isinstance(value, (int, float)) and value > 0:
+        return f"f/{round(value, 1):g}"
+    if key == "focal_length" and isinstance(value, (int, float)) and value > 0:
+        return f"{round(value, 1):g} mm"
+    if key == "size" and isinstance(value, int):
+        return f"{value:,} bytes"
+    return str(value)
+
+
+def exposure(seconds: float) -> str:
+    """0.008264… → ``1/121 s``, 0.5 → ``1/2 s``, 0.3 → ``0.3 s``, 2.5 → ``2.5 s`` (cameras write
+    short exposures as 1/N of a second)."""
+    if seconds >= 1:
+        return f"{round(seconds, 1):g} s"
+    n = 1 / seconds
+    if seconds < 0.25 or abs(n - round(n)) < 0.02 * n:
+        return f"1/{round(n)} s"
+    return f"{round(seconds, 2):g} s"

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from phototag.cli.common import ListFormat, fail, markup_safe, open_library, out, print_json
+from phototag.display import shown_value
 from phototag.library import LibraryError, photo_as_dict
 
 
@@ -38,7 +39,7 @@ def show(
         return
     for key, value in data.items():
         if key != "tags" and value is not None:
-            out.print(f"[bold]{key:>16}[/bold]  {markup_safe(_shown(key, value))}")
+            out.print(f"[bold]{key:>16}[/bold]  {markup_safe(shown_value(key, value))}")
     if not data["tags"]:
         out.print(f"[bold]{'tags':>16}[/bold]  none")
         return
@@ -57,27 +58,3 @@ def _not_found(ref: str) -> None:
     if not os.path.lexists(os.path.expanduser(ref)):
         hexish = len(ref) >= 8 and all(c in "0123456789abcdef" for c in ref.lower())
         fail(f"{ref}: no such file" + (", and no library photo's sha256 starts with it" if hexish else ""))
-
-
-def _shown(key: str, value: object) -> str:
-    """A value as a person reads it: 1/121 s, f/2.8, 4.2 mm (JSON keeps the numbers)."""
-    if key == "exposure_time" and isinstance(value, (int, float)) and value > 0:
-        return exposure(value)
-    if key == "f_number" and isinstance(value, (int, float)) and value > 0:
-        return f"f/{round(value, 1):g}"
-    if key == "focal_length" and isinstance(value, (int, float)) and value > 0:
-        return f"{round(value, 1):g} mm"
-    if key == "size" and isinstance(value, int):
-        return f"{value:,} bytes"
-    return str(value)
-
-
-def exposure(seconds: float) -> str:
-    """0.008264… → ``1/121 s``, 0.5 → ``1/2 s``, 0.3 → ``0.3 s``, 2.5 → ``2.5 s`` (cameras write
-    short exposures as 1/N of a second)."""
-    if seconds >= 1:
-        return f"{round(seconds, 1):g} s"
-    n = 1 / seconds
-    if seconds < 0.25 or abs(n - round(n)) < 0.02 * n:
-        return f"1/{round(n)} s"
-    return f"{round(seconds, 2):g} s"

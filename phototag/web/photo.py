@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from phototag.display import shown_value
 from phototag.errors import PhototagError
 from phototag.web.common import (
     get_library,
@@ -127,20 +128,6 @@ def _similar(lib, session, photo_id: int) -> list[dict]:
             for h in hits if h.photo_id != photo_id][:12]
 
 
-def _shown(key: str, value) -> str:
-    if key == "exposure_time" and isinstance(value, (int, float)) and value > 0:
-        n = 1 / value
-        return f"{round(value, 1):g} s" if value >= 1 else (
-            f"1/{round(n)} s" if value < 0.25 or abs(n - round(n)) < 0.02 * n else f"{round(value, 2):g} s")
-    if key == "f_number" and isinstance(value, (int, float)) and value > 0:
-        return f"f/{round(value, 1):g}"
-    if key == "focal_length" and isinstance(value, (int, float)) and value > 0:
-        return f"{round(value, 1):g} mm"
-    if key == "size" and isinstance(value, int):
-        return f"{value:,} bytes"
-    return str(value)
-
-
 def photo_page(request: Request) -> Response:
     from phototag.library import photo_as_dict
 
@@ -154,7 +141,7 @@ def photo_page(request: Request) -> Response:
         neighbours = _neighbours(lib, session, photo_id, query, request.query_params.get("i"))
         similar = _similar(lib, session, photo_id)
     path = printable(data["path"])
-    exif = [(label, _shown(key, data[key])) for key, label in EXIF_FIELDS if data.get(key) is not None]
+    exif = [(label, shown_value(key, data[key])) for key, label in EXIF_FIELDS if data.get(key) is not None]
     back = f"?{urlencode({'q': query, 'i': neighbours['index']})}" if neighbours else ""
     return render(request, "photo.html", photo=data, name=path.rsplit("/", 1)[-1], path=path, exif=exif,
                   removed=removed, neighbours=neighbours, similar=similar, q=query or "", here=back,

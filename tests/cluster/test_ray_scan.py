@@ -7,96 +7,30 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import TEST_PHOTOS, cli_scan, save_sample
+from ray_head import RAY, RAY_ENV, RayHead, cmdline
 
-RAY = Path(sys.executable).parent / "ray"
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+ENV = {**os.environ, **RAY_ENV}
 
 pytestmark = pytest.mark.skipif(not RAY.exists(), reason="Ray is not installed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _children(pid: int) -> list[int]:
-    """Every descendant of ``pid`` (from /proc)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 @pytest.fixture(scope="module")
 def ray_address():
     """A one-node Ray cluster with 2 CPUs, started for this module and stopped by PID."""
-    temp = tempfile.mkdtemp(prefix="ptray", dir="/tmp")  # short: Ray's socket paths have a length limit
-    port = _free_port()
-    log = open(os.path.join(temp, "start.log"), "wb")
-    proc = subprocess.Popen(
-        [str(RAY), "start", "--head", "--port", str(port), "--num-cpus", "2", "--block",
-         "--ray-client-server-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port()),
-         "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", temp],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=ENV, start_new_session=True,
-    )
+    head = RayHead(cpus=2, timeout=90)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ray start exited: {Path(temp, 'start.log').read_text()[-2000:]}")
-            if "will now block" in Path(temp, "start.log").read_text(errors="replace"):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("ray start did not come up in 90 s")
-            time.sleep(0.5)
-        yield f"127.0.0.1:{port}"
+        yield head.address
     finally:
-        pids = set(_children(proc.pid))
-        pids |= {int(p) for p in os.listdir("/proc") if p.isdigit() and temp in _cmdline(int(p))}
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        for pid in pids | {proc.pid}:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        proc.wait(10)
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
+        head.stop()
 
 
 def phototag(home: Path, *args, env: dict | None = None, **popen) -> subprocess.Popen:
@@ -202,7 +136,7 @@ def _photo_set(folder: Path, sample_photos: Path, n: int) -> None:
 
 def _tagging_workers(ray_address: str) -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()
-            and _cmdline(int(p)).startswith("ray::TaggingWorker")]
+            and cmdline(int(p)).startswith("ray::TaggingWorker")]
 
 
 def test_an_actor_killed_mid_run_loses_and_doubles_nothing(ray_address, sample_photos, tmp_path):
