@@ -10,30 +10,12 @@ from PIL import Image
 
 from phototag.tagging.versions import FinetunedRamTagger, ThresholdedTagger
 
-from tagging.ram_cases import GOLDEN_SEED, RAM_DATA, tiny_arch, tiny_official_state
-
-DATA = RAM_DATA / "ram" / "data"
-
-
-def first_lines(src, dst, n):
-    dst.write_text("\n".join(src.read_text(encoding="utf-8").splitlines()[:n]), encoding="utf-8")
-    return dst
+from tagging.ram_cases import tiny_ram_plus_tagger
 
 
 @pytest.fixture(scope="module")
 def tiny_ram_plus(tmp_path_factory):
-    from phototag.tagging.ram_tagger import RamTagger
-    from phototag.tagging.synthetic import official_checkpoint
-    from phototag.tagging.vocab import ram_vocabulary
-    from phototag.tagging.weights import convert_checkpoint
-
-    tmp = tmp_path_factory.mktemp("ramplus-thresholds")
-    torch.save(official_checkpoint(tiny_official_state("ram_plus", seed=GOLDEN_SEED)), tmp / "ckpt.pth")
-    result = convert_checkpoint(tmp / "ckpt.pth", tmp / "w.safetensors", arch=tiny_arch("ram_plus"))
-    vocab = ram_vocabulary(first_lines(DATA / "ram_tag_list.txt", tmp / "t.txt", 50),
-                           first_lines(DATA / "ram_tag_list_threshold.txt", tmp / "th.txt", 50),
-                           first_lines(DATA / "ram_tag_list_chinese.txt", tmp / "zh.txt", 50))
-    return RamTagger("tiny", "ram_plus", result.path, vocab, result.sha256, arch=tiny_arch("ram_plus"))
+    return tiny_ram_plus_tagger(tmp_path_factory.mktemp("ramplus-thresholds"))()
 
 
 def test_user_thresholds_add_and_drop_ram_tags(tiny_ram_plus):

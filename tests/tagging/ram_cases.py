@@ -49,3 +49,24 @@ def tiny_official_state(kind: str, seed: int = 3) -> dict[str, torch.Tensor]:
     """An official-style state dict (official keys, Swin buffers included, tied keys sharing tensors)."""
     ref = build_model(kind, arch=tiny_arch(kind))  # real tensors, to learn the tied groups
     return synthetic_state_dict(official_entries(ref), tied_groups_of(ref.state_dict()), seed)
+
+
+def tiny_ram_plus_tagger(tmp: Path, classes: int = 50):
+    """A factory of tiny RAM++ taggers (``classes`` classes, the golden seed), converted from an
+    official-style .pth like ``phototag models add`` does; its keyword arguments go to RamTagger."""
+    from phototag.tagging.ram_tagger import RamTagger
+    from phototag.tagging.synthetic import official_checkpoint
+    from phototag.tagging.vocab import ram_vocabulary
+    from phototag.tagging.weights import convert_checkpoint
+
+    def first_lines(name: str, dst: str) -> Path:
+        lines = (RAM_DATA / "ram" / "data" / name).read_text(encoding="utf-8").splitlines()[:classes]
+        (tmp / dst).write_text("\n".join(lines), encoding="utf-8")
+        return tmp / dst
+
+    torch.save(official_checkpoint(tiny_official_state("ram_plus", seed=GOLDEN_SEED)), tmp / "ckpt.pth")
+    result = convert_checkpoint(tmp / "ckpt.pth", tmp / "w.safetensors", arch=tiny_arch("ram_plus"))
+    vocab = ram_vocabulary(first_lines("ram_tag_list.txt", "t.txt"), first_lines("ram_tag_list_threshold.txt", "th.txt"),
+                           first_lines("ram_tag_list_chinese.txt", "zh.txt"))
+    return lambda **kw: RamTagger("tiny", "ram_plus", result.path, vocab, result.sha256,
+                                  arch=tiny_arch("ram_plus"), **kw)

@@ -13,10 +13,10 @@ from PIL import Image
 from phototag.tagging.base import TaggerError
 from phototag.tagging.ram_tagger import RamTagger, cpu_supports_bf16, preprocess, resolve_precision
 from phototag.tagging.synthetic import official_checkpoint
-from phototag.tagging.vocab import ram_vocabulary, tag2text_vocabulary
+from phototag.tagging.vocab import tag2text_vocabulary
 from phototag.tagging.weights import convert_checkpoint
 
-from .ram_cases import GOLDEN, GOLDEN_SEED, RAM_DATA, tiny_arch, tiny_official_state
+from .ram_cases import GOLDEN, GOLDEN_SEED, RAM_DATA, tiny_arch, tiny_official_state, tiny_ram_plus_tagger
 
 DATA = RAM_DATA / "ram" / "data"
 BERT_VOCAB = RAM_DATA / "bert-base-uncased" / "vocab.txt"
@@ -28,22 +28,10 @@ def photos() -> list[Image.Image]:
             Image.fromarray(skimage.data.astronaut())]
 
 
-def first_lines(src, dst, n):
-    dst.write_text("\n".join(src.read_text(encoding="utf-8").splitlines()[:n]), encoding="utf-8")
-    return dst
-
-
 @pytest.fixture(scope="module")
 def ram_plus_tagger(tmp_path_factory):
     """Tiny RAM++ (50 classes) with the golden seed, converted from an official-style .pth."""
-    tmp = tmp_path_factory.mktemp("ramplus")
-    torch.save(official_checkpoint(tiny_official_state("ram_plus", seed=GOLDEN_SEED)), tmp / "ckpt.pth")
-    result = convert_checkpoint(tmp / "ckpt.pth", tmp / "w.safetensors", arch=tiny_arch("ram_plus"))
-    vocab = ram_vocabulary(first_lines(DATA / "ram_tag_list.txt", tmp / "t.txt", 50),
-                           first_lines(DATA / "ram_tag_list_threshold.txt", tmp / "th.txt", 50),
-                           first_lines(DATA / "ram_tag_list_chinese.txt", tmp / "zh.txt", 50))
-    return lambda **kw: RamTagger("tiny", "ram_plus", result.path, vocab, result.sha256,
-                                  arch=tiny_arch("ram_plus"), **kw)
+    return tiny_ram_plus_tagger(tmp_path_factory.mktemp("ramplus"))
 
 
 def test_prepare_squashes_to_384_and_drops_alpha():
