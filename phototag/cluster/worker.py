@@ -71,8 +71,8 @@ class TaggingWorker:
         node runs the same model."""
         import json
 
+        self.tagger.set_threads(self.threads)  # before the load: an exported runtime takes its threads then
         self.tagger.ready()  # the model loads now, while the driver waits for every actor
-        self.tagger.set_threads(self.threads)
         return (os.getpid(), self.tagger.batch_size, self.tagger.model_id, self.tagger.weights_sha256,
                 json.dumps(self.tagger.settings(), sort_keys=True, default=str))
 

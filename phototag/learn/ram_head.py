@@ -58,7 +58,7 @@ class RamHead(TrainableHead):
         model = self.model
 
         def embed(prepared: list) -> np.ndarray:
-            x = torch.stack(prepared).to(next(model.parameters()).device)
+            x = torch.stack([torch.as_tensor(p) for p in prepared]).to(next(model.parameters()).device)
             with torch.inference_mode():
                 return model.image_embeds(x.to(next(model.parameters()).dtype)).float().cpu().numpy()
 

@@ -368,6 +368,9 @@ class Pipeline:
 
 def tagger_device(tagger: Tagger) -> str:
     """``cpu``, ``cuda`` or ``mps``: where ``tagger``'s model runs (its ``device``; CPU when it has none)."""
+    kind = getattr(tagger, "device_type", None)  # a RAM pack says so without importing torch
+    if kind:
+        return kind if kind in ("cuda", "mps") else "cpu"
     device = getattr(tagger, "device", None)
     kind = getattr(device, "type", None) or (str(device).split(":", 1)[0] if device else "cpu")
     return kind if kind in ("cuda", "mps") else "cpu"

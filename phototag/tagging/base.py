@@ -163,7 +163,7 @@ class ForwardingTagger(Tagger):
         return self.inner.set_threads(threads)
 
     def __getattr__(self, name: str) -> Any:
-        if name == "device":  # where the inner model runs (the pipeline's resource plan asks)
+        if name in ("device", "device_type"):  # where the inner model runs (the pipeline's resource plan asks)
             return getattr(self.inner, name)
         raise AttributeError(name)
 

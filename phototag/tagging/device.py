@@ -12,6 +12,8 @@ of this machine, and :func:`resolve_device` / :func:`resolve_precision` combine 
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -102,11 +104,31 @@ def resolve_device(device: str | None) -> "torch.device":
     return torch.device(choose_device(device, device_facts()))
 
 
-def resolve_precision(precision: str | None, device: "torch.device") -> str:
-    return choose_precision(precision, device.type, device_facts())
+#: files whose presence means a GPU torch could use: NVIDIA's driver, AMD's ROCm, WSL's GPU bridge
+GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
+def device_name(device: str | None) -> str:
+    """The ``device`` setting resolved to ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, asking torch only
+    where the answer depends on it: ``cpu``, and ``auto`` on a machine with no GPU driver that is not
+    a Mac, are the CPU without importing torch (≈ 600 MB of a process with PyPI's CUDA build), so a
+    scan on ONNX Runtime never loads it."""
+    requested = (device or "auto").strip().lower()
+    if requested == "cpu":
+        return "cpu"
+    if requested == "auto" and sys.platform != "darwin" and not any(map(os.path.exists, GPU_DRIVER_FILES)):
+        return "cpu"
+    return str(resolve_device(device))
+
+
+def resolve_precision(precision: str | None, device: "torch.device | str") -> str:
+    kind = getattr(device, "type", None) or str(device).split(":", 1)[0]
+    if kind == "cpu" and (precision or "auto") in ("auto", "fp32", "fp16"):
+        return choose_precision(precision, kind, DeviceFacts())  # the CPU's bf16 support does not matter here
+    return choose_precision(precision, kind, device_facts())
 
 
 __all__ = [
     "PRECISIONS", "DeviceFacts", "choose_device", "choose_precision", "cpu_supports_bf16", "device_facts",
-    "resolve_device", "resolve_precision",
+    "device_name", "resolve_device", "resolve_precision",
 ]

@@ -24,32 +24,47 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .backends.choice import Choice, choose_backend
-from .backends.runners import TorchRunner, autocast_context
 from .base import Prediction, Tagger, TaggerError, TagScore
-from .device import PRECISIONS, cpu_supports_bf16, resolve_device, resolve_precision  # noqa: F401 (re-exported)
+from .device import (PRECISIONS, cpu_supports_bf16, device_name, resolve_device,  # noqa: F401 (re-exported)
+                     resolve_precision)
 from .vocab import Vocabulary
+
+if TYPE_CHECKING:  # torch is imported where the torch backend (or a caption) needs it, not with this module
+    import torch
 
 IMAGE_SIZE = 384
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
-_MEAN = torch.tensor(MEAN, dtype=torch.float32).view(3, 1, 1)
-_STD = torch.tensor(STD, dtype=torch.float32).view(3, 1, 1)
+_MEAN = np.array(MEAN, dtype=np.float32).reshape(3, 1, 1)
+_STD = np.array(STD, dtype=np.float32).reshape(3, 1, 1)
 
 
-def preprocess(image: Image.Image, size: int = IMAGE_SIZE) -> torch.Tensor:
-    """``[3, size, size]`` float32, identical to torchvision Resize((s, s)) + ToTensor + Normalize."""
+def preprocess(image: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
+    """``[3, size, size]`` float32, identical to torchvision Resize((s, s)) + ToTensor + Normalize
+    (the same float32 operations in the same order: ``/255``, ``- mean``, ``/ std``)."""
     rgb = image.convert("RGB") if image.mode != "RGB" else image
     resized = rgb.resize((size, size), Image.BILINEAR)
-    x = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).float().div(255)
-    return x.sub_(_MEAN).div_(_STD)
+    x = np.asarray(resized).transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    x -= _MEAN
+    x /= _STD
+    return x
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+
+
+def _normalized(rows: np.ndarray) -> np.ndarray:
+    """Rows divided by their L2 norm (at least 1e-12), as ``torch.nn.functional.normalize``."""
+    rows = rows.astype(np.float32)
+    return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), np.float32(1e-12))
 
 
 def lower_precision_weights(model: torch.nn.Module, precision: str) -> None:
@@ -62,6 +77,8 @@ def lower_precision_weights(model: torch.nn.Module, precision: str) -> None:
     """
     if precision == "fp32":
         return
+    import torch
+
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     for name in ("visual_encoder", "image_proj", "tagging_head", "wordvec_proj", "fc"):
         part = getattr(model, name, None)
@@ -119,13 +136,18 @@ class RamTagger(Tagger):
         self.pack_dir = Path(pack_dir) if pack_dir is not None else self.weights_path.parent
         self.vocab = vocabulary.with_threshold(threshold) if threshold is not None else vocabulary
         self._sha256 = weights_sha256
-        self.device = resolve_device(device)
+        self.device_name = device_name(device)  # without torch where that is the answer (a CPU-only machine)
+        self.device_type = self.device_name.split(":", 1)[0]
+        self._device: Any = None
+        self._threads: int | None = None
         self.choice = self._choose(backend, precision)
         self.backend, self.precision = self.choice.backend, self.choice.precision
         self.embedding_dim = 512 if kind in ("ram", "ram_plus") else None
         self.captions = captions and kind == "tag2text" and bert_vocab is not None
         self.bert_vocab = Path(bert_vocab) if bert_vocab else None
-        self.batch_size = batch_size or (16 if self.device.type == "cuda" else 4)
+        # a CPU gains nothing from batching Swin-L (RAM++, AMD EPYC: ONNX Runtime 1.00 photos/s at
+        # batch 1, 0.95 at 4) and its activations grow with the batch (1633 vs 2353 MiB peak): one at a time
+        self.batch_size = batch_size or (16 if self.device_type == "cuda" else 1)
         self.arch = arch if arch is not None else self.default_arch  # a RamArch other than the released one
         self._model: torch.nn.Module | None = None
         self._runner: Any = None
@@ -133,20 +155,34 @@ class RamTagger(Tagger):
         self._tokenizer = None
         self._lock = threading.Lock()
 
+    @property
+    def device(self) -> "torch.device":
+        """The torch device (imports torch: the exported runtimes use :attr:`device_type`)."""
+        if self._device is None:
+            import torch
+
+            self._device = torch.device(self.device_name)
+        return self._device
+
+    def set_threads(self, threads: int) -> int | None:
+        """The model's CPU threads: torch's (when loaded) and those of an exported runtime opened later."""
+        self._threads = threads if threads >= 1 else None
+        return super().set_threads(threads)
+
     def _choose(self, backend: str | None, precision: str | None) -> Choice:
         # no backend given = torch, as before backends existed: a caller that patches the torch model
         # (a fine-tuned head) must not get an exported graph; the registry passes the setting
         # (and no measurement consulted: precision auto stays what the device gives)
         asked = precision or "auto"
         if asked not in ("auto", "int8"):
-            asked = resolve_precision(asked, self.device)  # refuses what this device cannot do
-        return choose_backend(backend or "torch", asked, self.device.type, self.pack_dir if backend else None,
-                              self._sha256, default_precision=resolve_precision("auto", self.device))
+            asked = resolve_precision(asked, self.device_name)  # refuses what this device cannot do
+        return choose_backend(backend or "torch", asked, self.device_type, self.pack_dir if backend else None,
+                              self._sha256, default_precision=resolve_precision("auto", self.device_name))
 
     def variant(self, backend: str, precision: str) -> "RamTagger":
         """The same pack with another runtime / precision (a new, unloaded tagger)."""
         return RamTagger(
-            self.name, self.kind, self.weights_path, self.vocab, self._sha256, device=str(self.device),
+            self.name, self.kind, self.weights_path, self.vocab, self._sha256, device=self.device_name,
             precision=precision, captions=self.captions, bert_vocab=self.bert_vocab, batch_size=self.batch_size,
             model_id=self.model_id, arch=self.arch, backend=backend, pack_dir=self.pack_dir,
         )
@@ -160,7 +196,7 @@ class RamTagger(Tagger):
         out = {
             "kind": self.kind,
             "precision": self.precision,
-            "device": self.device.type,
+            "device": self.device_type,
             "captions": self.captions,
             **self.vocab.settings(),
         }
@@ -180,8 +216,15 @@ class RamTagger(Tagger):
             out.setdefault(en, zh)
         return out
 
-    def prepare(self, image: Image.Image) -> torch.Tensor:
-        return preprocess(image)
+    def prepare(self, image: Image.Image) -> Any:
+        """The photo as the model's input: a numpy array, a torch tensor for the torch backend (pinned
+        for a GPU by the pipeline)."""
+        x = preprocess(image)
+        if self.backend == "torch":
+            import torch
+
+            return torch.from_numpy(x)
+        return x
 
     # ---------------------------------------------------------------------------------- model
     def _load_torch_model(self) -> torch.nn.Module:
@@ -212,6 +255,8 @@ class RamTagger(Tagger):
 
                     self._tokenizer = BertTokenizer.from_vocab_file(self.bert_vocab)
                 if self.backend == "torch":
+                    from .backends.runners import TorchRunner
+
                     model = self._load_torch_model()
                     if self.device.type != "cpu":
                         model = model.to(self.device)
@@ -240,7 +285,9 @@ class RamTagger(Tagger):
         else:
             path = self.exports.onnx(self._load_torch_model)
         runner = OnnxRuntimeRunner if self.backend == "onnxruntime" else OpenVinoRunner
-        return runner(path, self.precision)
+        from phototag.ingest.pool import usable_cpus
+
+        return runner(path, self.precision, self._threads or usable_cpus())
 
     def close(self) -> None:
         with self._lock:
@@ -248,33 +295,47 @@ class RamTagger(Tagger):
             self._runner = None
             self._tokenizer = None
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Raw model outputs for a prepared batch: ``logits`` [B, C] float32, ``image_embeds``, ``embedding``."""
+    def forward(self, x: Any) -> dict[str, np.ndarray]:
+        """Raw model outputs for a prepared batch as float32 numpy arrays: ``logits`` [B, C],
+        ``image_embeds``, and ``embedding`` (RAM/RAM++: ``image_embeds[:, 0]``, not normalised)."""
         self.load()
         logits, embeds = self._runner.run(x)
         out = {"logits": logits, "image_embeds": embeds}
         if self.embedding_dim:
-            out["embedding"] = embeds[:, 0].float()
+            out["embedding"] = embeds[:, 0]
         return out
 
     def predict(self, batch: list[Any]) -> list[Prediction]:
         if not batch:
             return []
-        x = torch.stack([torch.as_tensor(b) for b in batch])
-        out = self.forward(x)
-        scores = torch.sigmoid(out["logits"]).cpu().numpy().astype(np.float32)
+        self.load()
+        image_embeds = None
+        if self.backend == "torch":  # as before the exported runtimes: torch's own sigmoid and normalize
+            import torch
+
+            logits, image_embeds = self._runner.run_tensors(torch.stack([torch.as_tensor(b) for b in batch]))
+            scores = torch.sigmoid(logits).cpu().numpy().astype(np.float32)
+            emb = (torch.nn.functional.normalize(image_embeds[:, 0].float(), dim=-1).cpu().numpy()
+                   if self.embedding_dim else None)
+        else:
+            logits, embeds = self._runner.run(np.stack([np.asarray(b, dtype=np.float32) for b in batch]))
+            scores = _sigmoid(logits)
+            emb = _normalized(embeds[:, 0]) if self.embedding_dim else None
+            if self.captions:
+                import torch
+
+                image_embeds = torch.from_numpy(embeds)
         predictions = []
         tag_strings = []
         for row in scores:
             ids = self.vocab.selected(row)
             predictions.append(Prediction(tags=self._tags(ids, row), scores=row))
             tag_strings.append(" | ".join(self.vocab.names[i] for i in ids))
-        if "embedding" in out:
-            emb = torch.nn.functional.normalize(out["embedding"], dim=-1).cpu().numpy().astype(np.float32)
-            for p, e in zip(predictions, emb):
+        if emb is not None:
+            for p, e in zip(predictions, emb.astype(np.float32)):
                 p.embedding = e
         if self.captions:
-            for p, caption in zip(predictions, self._captions(out["image_embeds"], tag_strings)):
+            for p, caption in zip(predictions, self._captions(image_embeds, tag_strings)):
                 p.caption = caption
         return predictions
 
@@ -293,6 +354,10 @@ class RamTagger(Tagger):
             from .models.caption import generate_caption
         except ImportError:  # pragma: no cover - the caption module ships with phototag
             return [None] * len(tag_strings)
+        import torch
+
+        from .backends.runners import autocast_context
+
         precision = self.precision if self.backend == "torch" else "fp32"
         embeds = image_embeds.to(self.device)
         with torch.inference_mode(), autocast_context(self.device, precision):

@@ -72,8 +72,8 @@ def test_exported_runtimes_agree_with_torch_fp32(pack, backend):
     torch_fp32, other = make(backend="torch", precision="fp32"), make(backend=backend, precision="fp32")
     batch = [torch_fp32.prepare(p) for p in photos()]
     ref, out = torch_fp32.forward(torch.stack(batch)), other.forward(torch.stack(batch))
-    np.testing.assert_allclose(out["logits"].numpy(), ref["logits"].numpy(), atol=2e-4, rtol=0)
-    np.testing.assert_allclose(out["embedding"].numpy(), ref["embedding"].numpy(), atol=2e-4, rtol=1e-4)
+    np.testing.assert_allclose(out["logits"], ref["logits"], atol=2e-4, rtol=0)
+    np.testing.assert_allclose(out["embedding"], ref["embedding"], atol=2e-4, rtol=1e-4)
     a, b = torch_fp32.predict(batch), other.predict(batch)
     assert [[t.name for t in p.tags] for p in a] == [[t.name for t in p.tags] for p in b]
     assert any(p.tags for p in a)  # the comparison compares something
@@ -94,7 +94,8 @@ def test_the_export_is_made_once_and_reused(pack):
     int8 = make(backend="onnxruntime", precision="int8")
     int8.predict([int8.prepare(photos()[0])])
     assert int8.exports.exports == 1 and onnx.stat().st_mtime_ns == stamp  # quantised from the same export
-    assert os.path.getsize(int8.exports.int8_path()) < os.path.getsize(onnx)
+    assert 0 < int8.exports.size("int8") < int8.exports.size("fp32")
+    assert int8.exports.data_path().is_file()  # the fp32 weights live beside the graph (mapped, not read)
 
 
 def test_auto_follows_this_machines_record_and_ignores_another_machines(pack, caplog):
@@ -199,4 +200,68 @@ def test_tag2text_on_openvino_agrees_with_torch(tmp_path):
                                      arch=tiny_arch("tag2text"), backend=backend, precision="fp32")
     x = torch.stack([make("torch").prepare(p) for p in photos()])
     ref, out = make("torch").forward(x), make("openvino").forward(x)
-    np.testing.assert_allclose(out["logits"].numpy(), ref["logits"].numpy(), atol=2e-4, rtol=0)
+    np.testing.assert_allclose(out["logits"], ref["logits"], atol=2e-4, rtol=0)
+
+
+def test_ram_plus_export_holds_its_description_table_once_and_beside_the_graph(pack):
+    """RAM++'s 51 descriptions per class (457 MiB at full size) are one tensor of the export, in the
+    weights file ONNX Runtime maps into memory instead of copying (issue 13's memory bound)."""
+    import onnx
+
+    make, _ = pack
+    tagger = make(backend="onnxruntime", precision="fp32")
+    tagger.ready()
+    graph = onnx.load(str(tagger.exports.fp32_path()), load_external_data=False).graph
+    table = ARCH.num_classes * ARCH.descriptions * ARCH.clip_dim
+    assert [t.name for t in graph.initializer if int(np.prod(t.dims)) == table] != []
+    assert len([t for t in graph.initializer if int(np.prod(t.dims)) == table]) == 1
+    external = [t for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert sum(int(np.prod(t.dims)) * 4 for t in external) > 0.9 * tagger.weights_path.stat().st_size
+
+
+SCAN_WITHOUT_TORCH = """
+import json, sys
+from pathlib import Path
+from phototag.library import Library
+from phototag.pipeline import Pipeline
+from phototag.tagging.ram_tagger import RamTagger
+from phototag.tagging.vocab import ram_vocabulary
+
+weights, sha, tags, zh, th, home, photos = sys.argv[1:]
+vocab = ram_vocabulary(Path(tags), Path(th), Path(zh)).with_threshold(0.5)
+tagger = RamTagger("tiny", "ram_plus", weights, vocab, sha, backend="onnxruntime", precision="fp32")
+from phototag.config import load_settings
+library = Library(load_settings(Path(home), environ={}))
+report = Pipeline(library, tagger, decode_workers=1).scan([Path(photos)])
+from PIL import Image
+shots = sorted(Path(photos).iterdir())
+tags = [sorted(t.name for t in p.tags) for p in tagger.predict([tagger.prepare(Image.open(f)) for f in shots])]
+print(json.dumps({"tagged": report.tagged, "torch": "torch" in sys.modules, "device": tagger.device_type,
+                  "tags": tags}))
+"""
+
+
+def test_a_scan_on_onnx_runtime_never_imports_torch(pack, tmp_path):
+    """With the export made, a pack on ONNX Runtime reads, prepares, tags and stores photos in a
+    process that never imports torch (≈ 600 MB of RSS with PyPI's CUDA build)."""
+    import json
+    import subprocess
+    import sys
+
+    make, _ = pack
+    tagger = make(backend="onnxruntime", precision="fp32")
+    tagger.ready()  # the export (which needs torch) is made here, once
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for i, photo in enumerate(photos()):
+        photo.save(shots / f"{i}.jpg")
+    tags, zh, th = tag_files(tmp_path)
+    run = subprocess.run([sys.executable, "-c", SCAN_WITHOUT_TORCH, str(tagger.weights_path), tagger.weights_sha256,
+                          str(tags), str(zh), str(th), str(tmp_path / "home"), str(shots)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    want = [sorted(t.name for t in p.tags) for p in make(backend="torch", precision="fp32").predict(
+        [tagger.prepare(Image.open(f)) for f in sorted(shots.iterdir())])]
+    assert result == {"tagged": 2, "torch": False, "device": "cpu", "tags": want}
+    assert any(want)

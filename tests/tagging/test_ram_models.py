@@ -56,7 +56,7 @@ def golden(case: str) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def chelsea() -> torch.Tensor:
-    return preprocess(Image.fromarray(skimage.data.chelsea())).unsqueeze(0)
+    return torch.from_numpy(preprocess(Image.fromarray(skimage.data.chelsea()))).unsqueeze(0)
 
 
 def constant_state_dict(entries, tied) -> dict[str, torch.Tensor]:

@@ -149,7 +149,7 @@ def benchmark_pack(tagger, photos: Sequence | None = None, *, rounds: int = 1, r
             return False
 
     photos = list(photos) if photos else generated_photos()
-    device = tagger.device.type
+    device = tagger.device_type
     pairs = candidate_list(device, device == "cpu" and cpu_supports_bf16(), installed)
     candidates = measure(tagger, photos, pairs, rounds=rounds, report=report)
     fingerprint = machine_fingerprint()

@@ -5,9 +5,12 @@ The graph is image → ``(logits [B, C], image_embeds [B, 1 + tokens, D])``: eve
 (``image_embeds[:, 0]``). Tag2Text's captions stay in torch (the beam search reads ``image_embeds``).
 
 Files live in the pack's folder, ``runtime/``, named by kind, weights hash and phototag version; each
-has a ``.json`` beside it saying what exporting (or quantising) cost. They are written to a temp file
-and renamed (:mod:`phototag.atomic`), so two processes exporting at once or a killed export leave a
-whole file or none; a new export removes the files of older phototag versions.
+has a ``.json`` beside it saying what exporting (or quantising) cost. The fp32 graph keeps its weights
+in a file of their own (``<name>.onnx.data``, ONNX external data): ONNX Runtime maps that file into
+memory instead of reading it into a copy, so a session costs the weights once (issue 13's bound: a
+RAM-class scan within the pack's size + 1 GB). One process exports at a time (a lock file); the files
+are written in a temp folder and renamed, graph last, so a killed export leaves a whole export or none;
+a new export removes the files of older phototag versions.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable
 
-from phototag.atomic import replacing, write_json
+from phototag.atomic import fsync_dir, replacing, write_json
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +44,27 @@ def _cost(path: Path) -> float | None:
         return None
 
 
+def _ram_plus_queries(model, image_embeds):
+    """RAM++'s :meth:`~phototag.tagging.models.ram.RAMPlus.label_queries` with its description table
+    (4585 × 51 × 512, 457 MiB) read in one layout by both products: as written there, the export holds
+    it twice (transposed for ``cls @ tableᵀ``, reshaped for the mix) and the runtime a third time."""
+    import torch
+    import torch.nn.functional as F
+
+    cls = image_embeds[:, 0]
+    cls = cls / cls.norm(dim=-1, keepdim=True)
+    table = model.label_embed.view(model.arch.num_classes, -1, model.label_embed.shape[1])  # C, D, 512
+    sims = torch.matmul(table, (model.reweight_scale.exp() * cls).t())  # C, D, B
+    weights = F.softmax(sims, dim=1).transpose(1, 2)  # C, B, D
+    mixed = torch.matmul(weights, table).transpose(0, 1)  # B, C, 512
+    return F.relu(model.wordvec_proj(mixed))
+
+
 def tagging_path_module(model):
     """``model`` (RAM / RAM++ / Tag2Text) as a module ``x -> (logits, image_embeds)``."""
     import torch
 
-    from ..models.ram import GroupWiseLinear
+    from ..models.ram import GroupWiseLinear, RAMPlus
 
     class TaggingPath(torch.nn.Module):
         def __init__(self, inner):
@@ -60,6 +80,9 @@ def tagging_path_module(model):
                 q = self.inner.label_embed.weight.unsqueeze(0).expand(embeds.shape[0], -1, -1)
                 h = self.inner.tagging_head.tag_queries(q, embeds)
                 logits = torch.einsum("bch,ch->bc", h, fc.W[0]) + fc.b
+            elif isinstance(self.inner, RAMPlus):
+                h = self.inner.tagging_head.tag_queries(_ram_plus_queries(self.inner, embeds), embeds)
+                logits = self.inner.fc(h).squeeze(-1)
             else:
                 logits = self.inner.logits_from_embeds(embeds)
             return logits, embeds
@@ -103,6 +126,16 @@ def _quiet():
         logging.disable(previous)
 
 
+def _batched_matmuls(path: Path) -> list[str]:
+    """MatMul nodes with a constant of more than 2 dimensions (RAM++'s description table): per-channel
+    int8 cannot quantise a batched operand, so those stay fp32."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    batched = {t.name for t in graph.initializer if len(t.dims) > 2}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and batched.intersection(n.input)]
+
+
 class Exports:
     """The exported files of one pack (``runtime/`` in its folder). ``exports`` counts real exports."""
 
@@ -126,30 +159,70 @@ class Exports:
         int8 = _cost(self.int8_path())
         return None if int8 is None else fp32 + int8
 
+    def data_path(self) -> Path:
+        """The fp32 graph's weights (ONNX external data, beside the graph)."""
+        return self.folder / f"{self.stem}.onnx.data"
+
+    def size(self, precision: str) -> int:
+        """Bytes on disk of the export a precision runs (graph + weights); 0 if not made."""
+        files = [self.int8_path()] if precision == "int8" else [self.fp32_path(), self.data_path()]
+        return sum(f.stat().st_size for f in files if f.is_file())
+
     def onnx(self, load_model: Callable[[], object], image_size: int = 384) -> Path:
         """The fp32 ONNX file, exported from ``load_model()`` (a float32 CPU model) if not there yet."""
         path = self.fp32_path()
         if path.is_file():
             return path
+        from filelock import FileLock
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # several scans starting together on one pack: the first exports, the others wait and reuse it
+        with FileLock(str(self.folder / f"{self.stem}.lock"), timeout=3600):
+            if not path.is_file():
+                self._export(load_model, image_size)
+        return path
+
+    def _export(self, load_model: Callable[[], object], image_size: int) -> None:
+        import shutil
+        import tempfile
+
+        import onnx
         import torch
 
+        path = self.fp32_path()
         t0 = time.perf_counter()
         module = tagging_path_module(load_model())
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with replacing(path) as tmp, _quiet(), torch.inference_mode():
-            torch.onnx.export(
-                module, (torch.zeros(1, 3, image_size, image_size),), str(tmp),
-                input_names=["pixels"], output_names=["logits", "image_embeds"],
-                dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}, "image_embeds": {0: "batch"}},
-                opset_version=OPSET, dynamo=False,
-            )
-            _check_export(module, tmp, image_size)
+        for stale in self.folder.glob(f".{self.stem}.*"):  # what a killed export left (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{self.stem}.", dir=self.folder))
+        try:
+            whole = work / "whole.onnx"
+            with _quiet(), torch.inference_mode():
+                torch.onnx.export(
+                    module, (torch.zeros(1, 3, image_size, image_size),), str(whole),
+                    input_names=["pixels"], output_names=["logits", "image_embeds"],
+                    dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}, "image_embeds": {0: "batch"}},
+                    opset_version=OPSET, dynamo=False,
+                )
+                graph = onnx.load(str(whole))
+                whole.unlink()
+                split = work / path.name
+                onnx.save_model(graph, str(split), save_as_external_data=True, all_tensors_to_one_file=True,
+                                location=self.data_path().name, size_threshold=1024)
+                del graph
+                _check_export(module, split, image_size)
+            for done in (work / self.data_path().name, split):  # the graph last: it marks a whole export
+                with open(done, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(done, self.folder / done.name)
+            fsync_dir(self.folder)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         seconds = time.perf_counter() - t0
         write_json(path.with_suffix(".json"), {"seconds": round(seconds, 2), "what": "torch.onnx.export"})
         self.exports += 1
         log.info("exported %s in %.1f s", path, seconds)
         self._prune()
-        return path
 
     def int8(self, load_model: Callable[[], object], image_size: int = 384) -> Path:
         """The fp32 export with its MatMul/Gemm weights quantised to int8 (ONNX Runtime dynamic quantisation)."""
@@ -162,7 +235,7 @@ class Exports:
         t0 = time.perf_counter()
         with replacing(path) as tmp, _quiet():
             quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul", "Gemm"])
+                             op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=_batched_matmuls(src))
         seconds = time.perf_counter() - t0
         write_json(path.with_suffix(".json"), {"seconds": round(seconds, 2), "what": "quantize_dynamic int8"})
         self.exports += 1
