@@ -5,7 +5,6 @@ whose tags disagree), and ``phototag models benchmark`` measures and records a r
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 import pytest
