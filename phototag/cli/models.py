@@ -208,18 +208,18 @@ def benchmark(
     ref = next((c.photos_per_s for c in result.candidates if c.photos_per_s > 0), 0.0)
     table = Table("backend", "precision", Column("photos/s", justify="right"), Column("× torch fp32", justify="right"),
                   Column("tags agree", justify="right"), "eligible", Column("load s", justify="right"),
-                  Column("export s", justify="right"), "note", box=None)
+                  Column("memory MiB", justify="right"), Column("export s", justify="right"), "note", box=None)
     for c in result.candidates:
         table.add_row(c.backend, c.precision, f"{c.photos_per_s:.3f}",
                       f"{c.photos_per_s / ref:.2f}" if ref else "", f"{c.jaccard:.3f}", "yes" if c.eligible else "no",
-                      f"{c.load_s:.1f}", "" if c.export_s is None else f"{c.export_s:.1f}", c.note)
+                      f"{c.load_s:.1f}", "" if c.memory_mib is None else f"{c.memory_mib:.0f}",
+                      "" if c.export_s is None else f"{c.export_s:.1f}", c.note)
     out.print(f"{name} on {result.fingerprint.get('cpu')} ({result.fingerprint.get('cores')} cores), "
-              f"{result.photos} photos; tags agree = mean Jaccard with torch fp32")
+              f"{result.photos} photos; tags agree = mean Jaccard with torch fp32; eligible = agree ≥ 0.98 and "
+              "memory within the pack's size + 1 GiB for a scan")
     print_table(table)
     if choice:
-        out.print(f"backend = auto will use: [bold]{choice['backend']} {choice['precision']}[/] "
-                  f"(recorded in {result.record})")
-    else:
-        out.print("no candidate could run; backend = auto stays on torch")
+        out.print(f"backend = auto will use: [bold]{choice['backend']} {choice['precision']}[/], "
+                  f"{result.choice.reason} (recorded in {result.record})")
     if settings.get("backend") != "auto":
         out.print(f"  (the backend setting is {settings.get('backend')!r}; set it to auto to use this measurement)")

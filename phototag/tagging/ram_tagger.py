@@ -273,17 +273,23 @@ class RamTagger(Tagger):
         """Load the runtime now (the pipeline reports this time apart from the tagging time)."""
         self.load()
 
-    def _open_exported(self):
+    def export(self) -> Path | None:
+        """The exported file this tagger's runtime reads, made now if it is not there yet (None for torch)."""
         from .backends.choice import require_runtime
-        from .backends.runners import OnnxRuntimeRunner, OpenVinoRunner
 
+        if self.backend == "torch":
+            return None
         require_runtime(self.backend)  # before an export that would be of no use
         if self.precision == "int8":
             if self.backend != "onnxruntime":
                 raise TaggerError(f"int8 runs on the onnxruntime backend, not {self.backend}")
-            path = self.exports.int8(self._load_torch_model)
-        else:
-            path = self.exports.onnx(self._load_torch_model)
+            return self.exports.int8(self._load_torch_model)
+        return self.exports.onnx(self._load_torch_model)
+
+    def _open_exported(self):
+        from .backends.runners import OnnxRuntimeRunner, OpenVinoRunner
+
+        path = self.export()
         runner = OnnxRuntimeRunner if self.backend == "onnxruntime" else OpenVinoRunner
         from phototag.ingest.pool import usable_cpus
 

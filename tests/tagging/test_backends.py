@@ -138,6 +138,19 @@ def test_candidates_whose_tags_disagree_are_never_chosen(tmp_path):
     assert choose_backend("auto", "auto", "cpu", tmp_path, "a" * 64, "fp32").backend == "torch"
 
 
+def test_candidates_over_the_memory_bound_are_never_chosen(tmp_path):
+    """Issue 13: a RAM-class scan stays within the pack's size + 1 GiB, so ``auto`` passes over a faster
+    runtime that would not (OpenVINO keeps the mapped weights and its repacked copy)."""
+    measured = [Candidate("torch", "fp32", 1.0, memory_mib=2100, fits_memory=False),
+                Candidate("onnxruntime", "fp32", 1.6, memory_mib=1500),
+                Candidate("openvino", "fp32", 2.2, memory_mib=2900, fits_memory=False)]
+    assert best_candidate(measured).label == "onnxruntime fp32"
+    write_record(tmp_path, "a" * 64, measured, "cpu")
+    assert choose_backend("auto", "auto", "cpu", tmp_path, "a" * 64, "fp32").backend == "onnxruntime"
+    # asked for by name, it runs all the same
+    assert choose_backend("openvino", "auto", "cpu", tmp_path, "a" * 64, "fp32").backend == "openvino"
+
+
 def test_backend_choices_that_cannot_run_are_one_line_errors(tmp_path):
     with pytest.raises(TaggerError, match="runs on the CPU only"):
         choose_backend("openvino", "auto", "cuda", tmp_path, "a" * 64, "bf16")
@@ -169,6 +182,10 @@ def test_models_benchmark_measures_records_and_auto_uses_it(home, checkpoint, tm
     assert rows[("torch", "fp32")].jaccard == 1.0
     assert {("onnxruntime", "fp32"), ("openvino", "fp32"), ("onnxruntime", "int8")} <= set(rows)
     assert all(c.photos_per_s > 0 for c in rows.values()), rows
+    # memory: measured for each; torch's counts its own import (which a scan on ONNX Runtime never pays)
+    assert all(c.memory_mib is not None and c.memory_mib >= 0 for c in rows.values()), rows
+    assert rows[("torch", "fp32")].memory_mib > 200 > rows[("onnxruntime", "fp32")].memory_mib
+    assert "memory MiB" in table
     assert rows[("onnxruntime", "fp32")].export_s > 0
     best = best_candidate(rows.values())
     assert entry["choice"] == {"backend": best.backend, "precision": best.precision}

@@ -37,9 +37,12 @@ CPU_PRECISIONS = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32", "int8"), "o
 #: packages to install for a runtime
 PIP_NAMES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 RECORD_FILE = "benchmark.json"
-RECORD_VERSION = 1
+RECORD_VERSION = 2  #: 2: candidates carry their memory (records without it are measured again)
 #: a candidate is eligible for ``auto`` when its tags agree this well with torch fp32 (mean Jaccard)
 ELIGIBLE_JACCARD = 0.98
+#: what a scan's process holds besides the model: Python, the libraries, decoding, the database (a whole
+#: scan with the built-in model peaks at ~272 MiB); a candidate fits when its memory + this ≤ pack + 1 GiB
+SCAN_RESERVE_MIB = 256
 
 #: CPU flags that decide which kernels torch / oneDNN / ORT / OpenVINO pick
 _ISA_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
@@ -57,10 +60,14 @@ class Candidate:
     load_s: float = 0.0  #: loading (and, the first time, exporting) before the first photo
     export_s: float | None = None  #: what exporting / quantising cost (once per pack and phototag version)
     note: str = ""
+    #: what tagging with it adds to a process (peak RSS growth while loading and running it, plus torch's
+    #: own import for torch); None where the OS does not say
+    memory_mib: float | None = None
+    fits_memory: bool = True  #: memory_mib + SCAN_RESERVE_MIB within the pack's size + 1 GiB
 
     @property
     def eligible(self) -> bool:
-        return self.jaccard >= ELIGIBLE_JACCARD and self.photos_per_s > 0
+        return self.jaccard >= ELIGIBLE_JACCARD and self.photos_per_s > 0 and self.fits_memory
 
     @property
     def label(self) -> str:
@@ -226,7 +233,8 @@ def require_runtime(backend: str) -> None:
 
 
 __all__ = [
-    "BACKENDS", "CPU_PRECISIONS", "Candidate", "Choice", "ELIGIBLE_JACCARD", "RECORD_FILE", "best_candidate",
+    "BACKENDS", "CPU_PRECISIONS", "Candidate", "Choice", "ELIGIBLE_JACCARD", "RECORD_FILE", "SCAN_RESERVE_MIB",
+    "best_candidate",
     "choose_backend", "fingerprint_key", "machine_fingerprint", "read_record", "recorded_candidates",
     "require_runtime", "write_record",
 ]

@@ -4,7 +4,8 @@ The graph is image → ``(logits [B, C], image_embeds [B, 1 + tokens, D])``: eve
 :meth:`~phototag.tagging.ram_tagger.RamTagger.predict` needs for tags and the RAM/RAM++ embedding
 (``image_embeds[:, 0]``). Tag2Text's captions stay in torch (the beam search reads ``image_embeds``).
 
-Files live in the pack's folder, ``runtime/``, named by kind, weights hash and phototag version; each
+Files live in the pack's folder, ``runtime/``, named by kind, weights hash, phototag version and export
+format; each
 has a ``.json`` beside it saying what exporting (or quantising) cost. The fp32 graph keeps its weights
 in a file of their own (``<name>.onnx.data``, ONNX external data): ONNX Runtime maps that file into
 memory instead of reading it into a copy, so a session costs the weights once (issue 13's bound: a
@@ -31,10 +32,14 @@ RUNTIME_DIR = "runtime"
 OPSET = 18
 
 
+#: bump when what an export holds changes (2: RAM++'s one description table, weights in external data)
+EXPORT_FORMAT = 2
+
+
 def _stem(kind: str, weights_sha256: str) -> str:
     from phototag import __version__
 
-    return f"{kind}-{weights_sha256[:16]}-phototag{__version__}"
+    return f"{kind}-{weights_sha256[:16]}-phototag{__version__}-x{EXPORT_FORMAT}"
 
 
 def _cost(path: Path) -> float | None:
