@@ -60,3 +60,32 @@ def test_this_machine_resolves_to_a_device_it_has():
     if not facts.cuda:
         with pytest.raises(TaggerError):
             resolve_device("cuda")
+
+
+def test_the_cpu_is_known_without_torch_where_no_gpu_driver_is_there(tmp_path, monkeypatch):
+    """``device_name`` answers ``cpu`` without asking torch when ``cpu`` is asked for, or ``auto`` on a
+    machine without NVIDIA/ROCm/WSL GPU files that is not a Mac; anything else asks torch."""
+    from phototag.tagging import device
+
+    asked = []
+    monkeypatch.setattr(device, "resolve_device", lambda d: asked.append(d) or "cuda")
+    monkeypatch.setattr(device.sys, "platform", "linux")
+    monkeypatch.setattr(device, "GPU_DRIVER_FILES", (str(tmp_path / "no-driver"),))
+    assert device.device_name("cpu") == device.device_name("auto") == device.device_name(None) == "cpu"
+    assert asked == []
+    (tmp_path / "driver").write_text("NVRM version: 550")
+    monkeypatch.setattr(device, "GPU_DRIVER_FILES", (str(tmp_path / "driver"),))
+    assert device.device_name("auto") == "cuda" and asked == ["auto"]  # a driver: torch decides
+    monkeypatch.setattr(device, "GPU_DRIVER_FILES", ())
+    monkeypatch.setattr(device.sys, "platform", "darwin")
+    assert device.device_name("auto") == "cuda" and asked == ["auto", "auto"]  # a Mac may have MPS
+    assert device.device_name("cuda:1") == "cuda"  # asked by name: torch checks it
+
+
+def test_resolve_precision_on_the_cpu_needs_torch_only_for_bf16(monkeypatch):
+    from phototag.tagging import device
+
+    monkeypatch.setattr(device, "device_facts", lambda: pytest.fail("asked torch"))
+    assert device.resolve_precision("auto", "cpu") == device.resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(TaggerError, match="fp16 needs"):
+        device.resolve_precision("fp16", "cpu")
