@@ -236,3 +236,38 @@ def test_an_export_that_cannot_be_made_falls_back_to_torch_with_the_same_tags(tm
     with Image.open(sample_photos / "chelsea.jpg") as img:
         want = ort.predict([ort.prepare(img.convert("RGB"))])[0]
     assert [t.name for t in got.tags] == [t.name for t in want.tags]
+
+
+def test_a_full_size_ram_plus_scan_stays_within_its_pack_plus_1_gb(tmp_path, sample_photos):
+    """Issue 13's bound for RAM-class models: a real `phototag scan --model ram_plus` (full-size Swin-L
+    RAM++, synthetic weights, 1.26 GB pack) at its defaults peaks within the pack's size + 1 GiB."""
+    import torch
+
+    from phototag.tagging.packs import add_pack, load_pack_tagger
+    from phototag.tagging.synthetic import official_checkpoint, read_manifest, read_tied, synthetic_state_dict
+    from tests.tagging.ram_cases import MANIFESTS, RAM_DATA
+
+    home = tmp_path / "home"
+    manifest = MANIFESTS / "ram_plus_swin_l_384"
+    state = synthetic_state_dict(read_manifest(f"{manifest}.tsv"), read_tied(f"{manifest}.tied.tsv"), seed=1234)
+    checkpoint = tmp_path / "ram_plus_swin_large_14m.pth"
+    torch.save(official_checkpoint(state), checkpoint)
+    del state
+    data = RAM_DATA / "ram" / "data"
+    add_pack(home / "models", "ram_plus", checkpoint, data / "ram_tag_list.txt", data / "ram_tag_list_chinese.txt",
+             data / "ram_tag_list_threshold.txt")
+    checkpoint.unlink()
+    pack = home / "models" / "ram_plus" / "weights.safetensors"
+    # the one-time export (what `backend = auto` runs without a benchmark record: ONNX Runtime fp32)
+    load_pack_tagger(home / "models", "ram_plus", backend="onnxruntime").export()
+    run = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, sys.executable, "-m", "phototag", "--home", str(home), "scan", "--quiet",
+         "--format", "json", "--model", "ram_plus", str(sample_photos)],
+        capture_output=True, text=True, cwd=REPO, check=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    result = json.loads(run.stdout)
+    assert result["rc"] == 0, result["err"]
+    report = json.loads(result["out"][result["out"].index("{"):])
+    assert report["new"] == 6 and report["failed"] == 0
+    bound = pack.stat().st_size + 2**30
+    assert result["peak_rss"] <= bound, f"peak RSS {result['peak_rss'] / 2**20:.0f} MiB > {bound / 2**20:.0f} MiB"
