@@ -145,9 +145,11 @@ class RamTagger(Tagger):
         self.embedding_dim = 512 if kind in ("ram", "ram_plus") else None
         self.captions = captions and kind == "tag2text" and bert_vocab is not None
         self.bert_vocab = Path(bert_vocab) if bert_vocab else None
-        # a CPU gains nothing from batching Swin-L (RAM++, AMD EPYC: ONNX Runtime 1.00 photos/s at
-        # batch 1, 0.95 at 4) and its activations grow with the batch (1633 vs 2353 MiB peak): one at a time
-        self.batch_size = batch_size or (16 if self.device_type == "cuda" else 1)
+        # a CPU gains nothing from batching Swin-L in fp32 (RAM++, AMD EPYC: ONNX Runtime 1.00 photos/s at
+        # batch 1, 0.95 at 4) and its activations grow with the batch (1633 vs 2353 MiB peak): one at a
+        # time. bf16 keeps the batch of 4 its AMX figures (~3x) were measured with.
+        cpu_batch = 4 if self.precision == "bf16" else 1
+        self.batch_size = batch_size or (16 if self.device_type == "cuda" else cpu_batch)
         self.arch = arch if arch is not None else self.default_arch  # a RamArch other than the released one
         self._model: torch.nn.Module | None = None
         self._runner: Any = None

@@ -281,3 +281,14 @@ def test_a_scan_on_onnx_runtime_never_imports_torch(pack, tmp_path):
         [tagger.prepare(Image.open(f)) for f in sorted(shots.iterdir())])]
     assert result == {"tagged": 2, "torch": False, "device": "cpu", "tags": want}
     assert any(want)
+
+
+def test_a_cpu_tags_fp32_one_photo_at_a_time(pack):
+    """Batching Swin-L buys no speed on a CPU and costs ~220 MiB of activations a photo (issue 13's
+    memory bound); bf16 keeps the batch its AMX speed-up was measured with; a setting overrides both."""
+    make, _ = pack
+    assert make(backend="onnxruntime", precision="fp32").batch_size == 1
+    assert make(backend="torch", precision="fp32").batch_size == 1
+    assert make(backend="torch", precision="fp32", batch_size=3).batch_size == 3
+    if cpu_supports_bf16():
+        assert make(backend="torch", precision="bf16").batch_size == 4
