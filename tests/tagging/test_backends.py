@@ -292,3 +292,34 @@ def test_a_cpu_tags_fp32_one_photo_at_a_time(pack):
     assert make(backend="torch", precision="fp32", batch_size=3).batch_size == 3
     if cpu_supports_bf16():
         assert make(backend="torch", precision="bf16").batch_size == 4
+
+
+def test_exports_started_together_make_one_and_a_killed_one_leaves_nothing_used(checkpoint, tmp_path):
+    """Two scans starting at once on a new pack: one exports, the other waits for it and reuses it. What
+    an export killed midway left (its temp folder, a partial weights file) is never read and is cleared."""
+    import threading
+
+    folder = tmp_path / "pack"
+    folder.mkdir()
+    result = convert_checkpoint(checkpoint, folder / "weights.safetensors", arch=ARCH)
+    tags, zh, th = tag_files(tmp_path)
+    vocab = ram_vocabulary(tags, th, zh)
+    taggers = [RamTagger("tiny", "ram_plus", result.path, vocab, result.sha256, arch=ARCH, backend="onnxruntime",
+                         precision="fp32") for _ in range(3)]
+    exports = taggers[0].exports
+    exports.folder.mkdir(parents=True)
+    stale = exports.folder / f".{exports.stem}.killed"
+    stale.mkdir()
+    (stale / "whole.onnx").write_bytes(b"half an export")
+    exports.data_path().write_bytes(b"a partial weights file")  # killed between the two renames
+    threads = [threading.Thread(target=t.export) for t in taggers[:2]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(t.exports.exports for t in taggers[:2]) == 1
+    assert not stale.exists() and not list(exports.folder.glob(f".{exports.stem}.*"))
+    ref = taggers[2].variant("torch", "fp32")
+    batch = [ref.prepare(p) for p in photos()]
+    np.testing.assert_allclose(taggers[2].forward(np.stack(batch))["logits"], ref.forward(np.stack(batch))["logits"],
+                               atol=2e-4, rtol=0)
