@@ -12,7 +12,8 @@ Memory: each candidate's peak RSS growth while it loads and runs (Linux: the pea
 torch's own import for the torch candidates (measured in a fresh interpreter: a scan on ONNX Runtime
 or OpenVINO never imports it). A candidate that would take a scan over the pack's size + 1 GiB is not
 chosen by ``auto`` (issue 13's bound), however fast: on a 2-core AVX-512 EPYC with a full-size RAM++
-pack, OpenVINO fp32 ran 1.4× ONNX Runtime fp32 but took 3060 MiB against a bound of 2281.
+pack, OpenVINO fp32 ran 1.2× ONNX Runtime fp32 but a scan with it peaked at 3060 MiB against a bound
+of 2281.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class Candidate:
     precision: str
     photos_per_s: float
     jaccard: float = 1.0  #: mean tag-set Jaccard with torch fp32 over the photos
-    load_s: float = 0.0  #: loading (and, the first time, exporting) before the first photo
+    load_s: float = 0.0  #: loading the runtime and tagging the first photo (an export is made before, apart)
     export_s: float | None = None  #: what exporting / quantising cost (once per pack and phototag version)
     note: str = ""
     #: what tagging with it adds to a process (peak RSS growth while loading and running it, plus torch's
