@@ -98,7 +98,9 @@ class RamTagger(Tagger):
     ``weights`` is a converted ``.safetensors`` (see :mod:`phototag.tagging.weights`); the model is
     loaded on the first :meth:`predict` and freed by :meth:`close`. ``backend`` picks the runtime of
     the tagging path (:mod:`phototag.tagging.backends`; None = torch); ``pack_dir`` (default: the weights' folder)
-    holds the exported ONNX files and the benchmark record that ``backend = "auto"`` reads.
+    holds the exported ONNX files and the benchmark record that ``backend = "auto"`` reads. ``head``: a
+    fine-tuned head laid over the pack's (a version of it, :meth:`with_head`); its exports and record
+    are keyed by ``export_key`` (the version's weights hash) instead of the pack's.
     """
 
     #: the architecture of packs loaded without an ``arch`` (None: the released one, from the weights);
@@ -128,6 +130,8 @@ class RamTagger(Tagger):
         arch: Any = None,
         backend: str | None = None,
         pack_dir: Path | str | None = None,
+        head: Path | str | None = None,
+        export_key: str | None = None,
     ) -> None:
         self.name = name
         self.kind = kind
@@ -140,6 +144,9 @@ class RamTagger(Tagger):
         self.device_type = self.device_name.split(":", 1)[0]
         self._device: Any = None
         self._threads: int | None = None
+        self.head = Path(head) if head is not None else None
+        self.export_key = export_key or weights_sha256
+        self._asked = (backend, precision)
         self.choice = self._choose(backend, precision)
         self.backend, self.precision = self.choice.backend, self.choice.precision
         self.embedding_dim = 512 if kind in ("ram", "ram_plus") else None
@@ -179,14 +186,26 @@ class RamTagger(Tagger):
         if asked not in ("auto", "int8"):
             asked = resolve_precision(asked, self.device_name)  # refuses what this device cannot do
         return choose_backend(backend or "torch", asked, self.device_type, self.pack_dir if backend else None,
-                              self._sha256, default_precision=resolve_precision("auto", self.device_name))
+                              self.export_key, default_precision=resolve_precision("auto", self.device_name))
 
     def variant(self, backend: str, precision: str) -> "RamTagger":
         """The same pack with another runtime / precision (a new, unloaded tagger)."""
         return RamTagger(
             self.name, self.kind, self.weights_path, self.vocab, self._sha256, device=self.device_name,
             precision=precision, captions=self.captions, bert_vocab=self.bert_vocab, batch_size=self.batch_size,
-            model_id=self.model_id, arch=self.arch, backend=backend, pack_dir=self.pack_dir,
+            model_id=self.model_id, arch=self.arch, backend=backend, pack_dir=self.pack_dir, head=self.head,
+            export_key=self.export_key,
+        )
+
+    def with_head(self, head: Path | str, key: str, folder: Path | str) -> "RamTagger":
+        """This pack with a fine-tuned head (``head``, a version's ``head.safetensors``): the same
+        settings, resolved again for the version (``backend = auto`` reads the version's own record in
+        ``folder``, where its export is kept too, keyed by ``key``, the version's weights hash)."""
+        backend, precision = self._asked
+        return RamTagger(
+            self.name, self.kind, self.weights_path, self.vocab, self._sha256, device=self.device_name,
+            precision=precision, captions=self.captions, bert_vocab=self.bert_vocab, batch_size=self.batch_size,
+            model_id=self.model_id, arch=self.arch, backend=backend, pack_dir=folder, head=head, export_key=key,
         )
 
     # ------------------------------------------------------------------------------- contract
@@ -236,6 +255,12 @@ class RamTagger(Tagger):
         if kind.kind != self.kind:
             raise TaggerError(f"{self.weights_path} holds a {kind.kind} model, expected {self.kind}")
         self.vocab.check_classes(kind.num_classes)
+        if self.head is not None:
+            from safetensors.torch import load_file
+
+            from .versions import overlay_ram_head
+
+            overlay_ram_head(model, load_file(str(self.head)), str(self.head))
         return model
 
     @property
@@ -244,7 +269,7 @@ class RamTagger(Tagger):
         if self._exports is None:
             from .backends.export import Exports
 
-            self._exports = Exports(self.pack_dir, self.kind, self._sha256)
+            self._exports = Exports(self.pack_dir, self.kind, self.export_key)
         return self._exports
 
     def load(self) -> torch.nn.Module | None:

@@ -46,8 +46,8 @@ def _version_or_model(settings: Settings, name: str) -> Tagger:
     version = read_version(settings, name) if name != BUILTIN else None
     if version is None:
         return _model(settings, name)
-    # a fine-tuned version patches the base pack's torch model: never an exported graph
-    pack = _model(settings, version["base_pack"], backend="torch") if version.get("base") == "pack" else None
+    # a fine-tuned version of a pack runs where its pack does, with the head laid over (versions.py)
+    pack = _model(settings, version["base_pack"]) if version.get("base") == "pack" else None
     return load_finetuned_tagger(settings, name, version, pack)
 
 

@@ -212,13 +212,14 @@ def overlay_ram_head(model, state: dict, source: str) -> None:
 
 
 class FinetunedRamTagger(ForwardingTagger):
-    """A RAM pack tagger whose head is replaced by a fine-tuned one (loaded lazily, like the pack)."""
+    """A RAM pack tagger whose head is replaced by a fine-tuned one: the pack's tagger with the head laid
+    over its model when it loads (:meth:`~phototag.tagging.ram_tagger.RamTagger.with_head`), so the
+    version runs on the same runtimes as its pack, with an export of its own in the version's folder."""
 
     def __init__(self, inner, name: str, head_path: Path, version: dict):
-        super().__init__(inner, name)
+        super().__init__(inner.with_head(head_path, version["weights_sha256"], Path(head_path).parent), name)
         self.head_path = head_path
         self.version = version
-        self._patched = None
 
     @property
     def weights_sha256(self) -> str:  # type: ignore[override]
@@ -226,22 +227,6 @@ class FinetunedRamTagger(ForwardingTagger):
 
     def settings(self) -> dict[str, Any]:
         return _version_settings(self.inner.settings(), self.version)
-
-    def _ensure(self) -> None:
-        model = self.inner.load()
-        if self._patched is not model:
-            from safetensors.torch import load_file
-
-            overlay_ram_head(model, load_file(str(self.head_path)), str(self.head_path))
-            self._patched = model
-
-    def predict(self, batch: list[Any]) -> list[Prediction]:
-        self._ensure()
-        return self.inner.predict(batch)
-
-    def close(self) -> None:
-        self.inner.close()
-        self._patched = None
 
 
 def load_finetuned_tagger(settings: Settings, name: str, version: dict, pack: Tagger | None = None) -> Tagger:

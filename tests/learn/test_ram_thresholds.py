@@ -115,6 +115,15 @@ def test_finetune_ram_plus_head_learns_the_users_tag(scanned, tiny_ram_plus, tmp
     after = np.array([p.scores[i] for p in predictions])
     assert (after > before).all() and tuned.weights_sha256 == result.weights_sha256
     assert all(tag in {t.name for t in p.tags} for p in predictions)  # now given where the user wanted it
+    # backend = auto: the version runs on ONNX Runtime like its pack, exported (head included) in its folder
+    auto = RamTagger("tiny", "ram_plus", tiny_ram_plus.weights_path, tiny_ram_plus.vocab,
+                     tiny_ram_plus.weights_sha256, arch=tiny_ram_plus.arch, backend="auto")
+    exported = FinetunedRamTagger(auto, result.name, result.path / "head.safetensors", version)
+    assert exported.inner.backend == "onnxruntime" and exported.weights_sha256 == result.weights_sha256
+    assert [{t.name for t in p.tags} for p in exported.predict(batch)] == [{t.name for t in p.tags} for p in predictions]
+    assert exported.inner.exports.fp32_path().parent == result.path / "runtime"
+    assert not (tiny_ram_plus.weights_path.parent / "runtime").exists() or \
+        not list((tiny_ram_plus.weights_path.parent / "runtime").glob(f"*{result.weights_sha256[:16]}*"))
 
 
 def test_subset_logits_equal_the_full_head(tiny_ram_plus):
