@@ -51,7 +51,7 @@ def _version_or_model(settings: Settings, name: str) -> Tagger:
     return load_finetuned_tagger(settings, name, version, pack)
 
 
-def _model(settings: Settings, name: str, backend: str | None = None) -> Tagger:
+def _model(settings: Settings, name: str) -> Tagger:
     """The built-in model, a model pack or a plugin's tagger (no version, no user thresholds)."""
     if name == BUILTIN:
         from phototag.tagging.builtin import BuiltinTagger
@@ -63,7 +63,7 @@ def _model(settings: Settings, name: str, backend: str | None = None) -> Tagger:
         return load_pack_tagger(
             settings.models_dir, name,
             device=settings.get("device"), precision=settings.get("precision"),
-            threshold=settings.get("threshold"), backend=backend or settings.get("backend"),
+            threshold=settings.get("threshold"), backend=settings.get("backend"),
         )
     plugin_taggers = _plugin_taggers(settings)
     if name in plugin_taggers:
