@@ -245,10 +245,10 @@ def test_a_full_size_ram_plus_scan_stays_within_its_pack_plus_1_gb(tmp_path, sam
 
     from phototag.tagging.packs import add_pack, load_pack_tagger
     from phototag.tagging.synthetic import official_checkpoint, read_manifest, read_tied, synthetic_state_dict
-    from tests.tagging.ram_cases import MANIFESTS, RAM_DATA
+    from conftest import RAM_DATA
 
     home = tmp_path / "home"
-    manifest = MANIFESTS / "ram_plus_swin_l_384"
+    manifest = RAM_DATA / "manifests" / "ram_plus_swin_l_384"
     state = synthetic_state_dict(read_manifest(f"{manifest}.tsv"), read_tied(f"{manifest}.tied.tsv"), seed=1234)
     checkpoint = tmp_path / "ram_plus_swin_large_14m.pth"
     torch.save(official_checkpoint(state), checkpoint)
