@@ -188,25 +188,23 @@ class RamTagger(Tagger):
         return choose_backend(backend or "torch", asked, self.device_type, self.pack_dir if backend else None,
                               self.export_key, default_precision=resolve_precision("auto", self.device_name))
 
+    def _like(self, backend: str | None, precision: str | None, **changes: Any) -> "RamTagger":
+        """A new, unloaded tagger of this pack with these settings and ``changes``."""
+        settings = dict(device=self.device_name, captions=self.captions, bert_vocab=self.bert_vocab,
+                        batch_size=self.batch_size, model_id=self.model_id, arch=self.arch, pack_dir=self.pack_dir,
+                        head=self.head, export_key=self.export_key)
+        return RamTagger(self.name, self.kind, self.weights_path, self.vocab, self._sha256, backend=backend,
+                         precision=precision, **{**settings, **changes})
+
     def variant(self, backend: str, precision: str) -> "RamTagger":
         """The same pack with another runtime / precision (a new, unloaded tagger)."""
-        return RamTagger(
-            self.name, self.kind, self.weights_path, self.vocab, self._sha256, device=self.device_name,
-            precision=precision, captions=self.captions, bert_vocab=self.bert_vocab, batch_size=self.batch_size,
-            model_id=self.model_id, arch=self.arch, backend=backend, pack_dir=self.pack_dir, head=self.head,
-            export_key=self.export_key,
-        )
+        return self._like(backend, precision)
 
     def with_head(self, head: Path | str, key: str, folder: Path | str) -> "RamTagger":
         """This pack with a fine-tuned head (``head``, a version's ``head.safetensors``): the same
         settings, resolved again for the version (``backend = auto`` reads the version's own record in
         ``folder``, where its export is kept too, keyed by ``key``, the version's weights hash)."""
-        backend, precision = self._asked
-        return RamTagger(
-            self.name, self.kind, self.weights_path, self.vocab, self._sha256, device=self.device_name,
-            precision=precision, captions=self.captions, bert_vocab=self.bert_vocab, batch_size=self.batch_size,
-            model_id=self.model_id, arch=self.arch, backend=backend, pack_dir=folder, head=head, export_key=key,
-        )
+        return self._like(*self._asked, pack_dir=folder, head=head, export_key=key)
 
     # ------------------------------------------------------------------------------- contract
     @property
