@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from phototag.search.errors import TextModelUnavailable
+from phototag.tagging.base import unit_rows
 
 TEXT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 #: environment variable naming a local sentence-transformers model directory to use instead
@@ -152,8 +153,7 @@ class MiniLM:
                 w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], self.eps,
             )
         pooled = (x * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
-        pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return pooled.astype(np.float32)
+        return unit_rows(pooled).astype(np.float32)
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ import numpy as np
 
 from phototag.atomic import replacing
 from phototag.search.encoder import TextEncoder
+from phototag.tagging.base import unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,7 @@ class TextEmbeddingCache:
         if not keys:
             return np.empty((0, self._vecs.shape[1] if self._vecs.size else 0), np.float32)
         rows = self._vecs[[self._pos[k] for k in keys]].astype(np.float32)
-        rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-        return rows
+        return unit_rows(rows)
 
     def _save(self) -> None:
         with replacing(self.path) as tmp, open(tmp, "wb") as fh:
@@ -149,7 +149,7 @@ class VocabularyCache:
             if missing:
                 vecs[missing] = self.encoder.encode([texts[i] for i in missing])
             self._write(digest, model_key, texts, vecs)
-        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        vecs = unit_rows(vecs)
         self._memo = (digest, vecs)
         return vecs
 

@@ -33,6 +33,15 @@ class TagScore:
     name_zh: str | None = None  #: Chinese name (stripped), when the model has one
 
 
+
+def unit_rows(rows: "np.ndarray") -> "np.ndarray":
+    """``rows`` divided by their L2 norm along the last axis (at least 1e-12, as torch's ``normalize``),
+    in their own dtype: the form of every embedding phototag stores and compares."""
+    import numpy as np
+
+    return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
+
+
 @dataclass
 class Prediction:
     """What a tagger says about one photo."""

@@ -61,7 +61,7 @@ import numpy as np
 from PIL import Image
 
 from phototag.ingest.fingerprint import sha256_file
-from phototag.tagging.base import Prediction, Tagger, TaggerError, TagScore
+from phototag.tagging.base import Prediction, Tagger, TaggerError, TagScore, unit_rows
 
 log = logging.getLogger("phototag.tagging.builtin")
 
@@ -492,8 +492,7 @@ class BuiltinTagger(Tagger):
         logits = logits.astype(np.float32) - logits.max(axis=-1, keepdims=True)
         probs = np.exp(logits)
         probs /= probs.sum(axis=-1, keepdims=True)
-        norms = np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
-        return probs, (features / norms).astype(np.float32)
+        return probs, unit_rows(features).astype(np.float32)
 
     # ---- torch ----------------------------------------------------------------------------------
     def forward(self, pixels: Any) -> tuple[np.ndarray, np.ndarray]:

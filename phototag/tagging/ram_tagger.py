@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from .backends.choice import Choice, choose_backend
-from .base import Prediction, Tagger, TaggerError, TagScore
+from .base import Prediction, Tagger, TaggerError, TagScore, unit_rows
 from .device import (PRECISIONS, cpu_supports_bf16, device_name, resolve_device,  # noqa: F401 (re-exported)
                      resolve_precision)
 from .vocab import Vocabulary
@@ -59,12 +59,6 @@ def preprocess(image: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
-
-
-def _normalized(rows: np.ndarray) -> np.ndarray:
-    """Rows divided by their L2 norm (at least 1e-12), as ``torch.nn.functional.normalize``."""
-    rows = rows.astype(np.float32)
-    return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), np.float32(1e-12))
 
 
 def lower_precision_weights(model: torch.nn.Module, precision: str) -> None:
@@ -351,7 +345,7 @@ class RamTagger(Tagger):
         else:
             logits, embeds = self._runner.run(np.stack([np.asarray(b, dtype=np.float32) for b in batch]))
             scores = _sigmoid(logits)
-            emb = _normalized(embeds[:, 0]) if self.embedding_dim else None
+            emb = unit_rows(embeds[:, 0].astype(np.float32)) if self.embedding_dim else None
             if self.captions:
                 import torch
 
